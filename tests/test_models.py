@@ -1,0 +1,224 @@
+"""The model zoo: sizes from the paper, every network of Tables 1–5, the authors' layout, Eqs. 4, 5 and 8."""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from reproduce.errors import UserError
+from reproduce.models import UNITS, build_model, describe
+from reproduce.models import shortcuts as S
+
+TABLE1_SHORTCUTS = [
+    dict(shortcut="identity"),
+    dict(shortcut="scaling", shortcut_scale=0.0, residual_scale=1.0),
+    dict(shortcut="scaling", shortcut_scale=0.5, residual_scale=1.0),
+    dict(shortcut="scaling", shortcut_scale=0.5, residual_scale=0.5),
+    dict(shortcut="exclusive_gating", gate_bias=0.0),
+    dict(shortcut="exclusive_gating", gate_bias=-6.0),
+    dict(shortcut="shortcut_only_gating", gate_bias=-6.0),
+    dict(shortcut="conv1x1"),
+    dict(shortcut="dropout", dropout_p=0.5),
+]
+
+
+@pytest.mark.parametrize("depth,block,millions", [(110, "basic", 1.7), (164, "bottleneck", 1.7),
+                                                   (1001, "bottleneck", 10.2), (1202, "basic", 19.4)])
+def test_parameter_counts_match_table4(depth, block, millions):
+    params = describe(dataset="cifar10", depth=depth, block=block, unit="full_preact")["params"]
+    assert params / 1e6 == pytest.approx(millions, rel=0.02)
+
+
+def test_imagenet_sizes_and_units():
+    for depth, units, params in [(101, 33, 44.5e6), (152, 50, 60.2e6), (200, 66, 64.7e6)]:
+        info = describe(dataset="imagenet", depth=depth, unit="original")
+        assert info["residual_units"] == units and info["params"] == pytest.approx(params, rel=0.01)
+    # ResNet-200 = ResNet-152 + 16 bottleneck units on the 28x28 map (footnote 3): multiply-adds grow by 30%.
+    ratio = describe(dataset="imagenet", depth=200)["multiply_adds"] / describe(dataset="imagenet", depth=152)["multiply_adds"]
+    assert 1.2 < ratio < 1.4
+
+
+def _train_step(model, size, classes):
+    x = torch.randn(2, 3, size, size)
+    out = model(x)
+    assert out.shape == (2, classes)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("kw", TABLE1_SHORTCUTS, ids=lambda kw: "-".join(map(str, kw.values())))
+@pytest.mark.parametrize("unit", list(UNITS))
+def test_every_unit_and_shortcut_trains(unit, kw):
+    for block, depth in [("basic", 14), ("bottleneck", 20), ("single", 8)]:
+        _train_step(build_model(dataset="cifar10", depth=depth, block=block, unit=unit, **kw), 32, 10)
+
+
+@pytest.mark.parametrize("spec", [
+    *[dict(depth=110, block="basic", unit="original", **kw) for kw in TABLE1_SHORTCUTS],
+    *[dict(depth=d, block=b, unit=u) for u in UNITS for d, b in [(110, "basic"), (164, "bottleneck")]],
+    *[dict(depth=110, block="single", unit=u) for u in ("original", "full_preact")],
+    *[dict(dataset="cifar100", depth=d, block="bottleneck", unit=u) for d in (164, 1001) for u in ("original", "full_preact")],
+    dict(depth=1001, block="bottleneck", unit="original"), dict(depth=1202, block="basic", unit="original"),
+], ids=str)
+def test_paper_cifar_networks_build_at_full_depth(spec):
+    spec = {"dataset": "cifar10", **spec}
+    with torch.device("meta"):
+        out = build_model(**spec)(torch.empty(2, 3, 32, 32))
+    assert out.shape == (2, 100 if spec["dataset"] == "cifar100" else 10)
+
+
+@pytest.mark.parametrize("depth,unit", [(101, "original"), (101, "bn_after_add"), (152, "original"),
+                                        (152, "full_preact"), (200, "original"), (200, "full_preact")])
+def test_imagenet_networks_train_and_accept_320_crops(depth, unit):
+    model = build_model(dataset="imagenet", depth=depth, unit=unit)
+    _train_step(model, 64, 1000)
+    with torch.device("meta"):
+        assert build_model(dataset="imagenet", depth=depth, unit=unit).eval()(torch.empty(1, 3, 320, 320)).shape == (1, 1000)
+
+
+def test_authors_layout_cifar_bottleneck_preact():
+    """resnet-pre-act.lua: conv1 alone; shared BN-ReLU where a stage starts; stride on the first 1x1;
+    projection without BN fed by the activated input; extra BN-ReLU after the last unit."""
+    m = build_model(dataset="cifar10", depth=20, block="bottleneck", unit="full_preact")
+    assert [type(l) for l in m.stem] == [nn.Conv2d]
+    first = m.stages[1][0]
+    assert [type(l) for l in first.split] == [nn.BatchNorm2d, nn.ReLU]
+    assert isinstance(first.shortcut.match, nn.Conv2d) and first.shortcut.match.stride == (2, 2)
+    assert first.residual[0].stride == (2, 2) and first.residual[0].kernel_size == (1, 1)
+    assert isinstance(m.stages[0][0].shortcut.match, nn.Conv2d)  # 16 -> 64 at stride 1 projects too
+    later = m.stages[1][1]
+    assert isinstance(later.split, nn.Identity) and isinstance(later.residual[0], nn.BatchNorm2d)
+    assert [type(l) for l in m.final] == [nn.BatchNorm2d, nn.ReLU]
+
+
+def test_authors_layout_original_and_imagenet():
+    orig = build_model(dataset="cifar10", depth=20, block="bottleneck", unit="original")
+    assert [type(l) for l in orig.stem] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] and len(orig.final) == 0
+    assert [type(l) for l in orig.stages[1][0].shortcut.match] == [nn.Conv2d, nn.BatchNorm2d]
+    basic = build_model(dataset="cifar10", depth=20, block="basic", unit="original")
+    assert isinstance(basic.stages[1][0].shortcut.match, S.ZeroPad)  # type A: no parameters
+    net = build_model(dataset="imagenet", depth=101, unit="full_preact")
+    assert isinstance(net.stages[0][0].split, nn.Identity) and isinstance(net.stages[0][0].residual[0], nn.Conv2d)
+    assert net.stages[1][0].residual[3].stride == (2, 2)  # the 3x3 carries the stride (preresnet.lua)
+
+
+def test_initialisation_follows_the_authors():
+    torch.manual_seed(0)
+    m = build_model(dataset="cifar10", depth=56, block="basic", shortcut="exclusive_gating", gate_bias=-6)
+    convs = [c for c in m.modules() if isinstance(c, nn.Conv2d) and c.out_channels == 64 and c.kernel_size == (3, 3)]
+    w = torch.cat([c.weight.flatten() for c in convs])
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (9 * 64)), rel=0.02)
+    gates = [g for g in m.modules() if isinstance(g, S.Gate)]
+    assert gates and all((g.conv.bias == -6).all() for g in gates)
+    others = [c for c in m.modules() if isinstance(c, nn.Conv2d) and all(c is not g.conv for g in gates)]
+    assert all(c.bias is None for c in others)
+    assert (m.fc.bias == 0).all() and m.fc.weight.abs().max() <= 1 / math.sqrt(64)
+
+
+def _unit_io(model, x, stage):
+    """Inputs x_l and residuals F(x_l) of the same-shape units of one stage, from hooks."""
+    xs, fs = [], []
+    units = list(model.stages[stage])[1:]
+    hooks = [u.register_forward_pre_hook(lambda mod, a: xs.append(a[0])) for u in units]
+    hooks += [u.residual.register_forward_hook(lambda mod, a, out: fs.append(out)) for u in units]
+    hooks.append(units[-1].register_forward_hook(lambda mod, a, out: xs.append(out)))
+    model(x)
+    for h in hooks:
+        h.remove()
+    return xs, fs
+
+
+def test_eq4_forward_signal_is_x_l_plus_sum_of_residuals():
+    torch.manual_seed(0)
+    model = build_model(dataset="cifar10", depth=56, block="basic", unit="full_preact").eval()
+    xs, fs = _unit_io(model, torch.randn(4, 3, 32, 32), stage=1)
+    for l in (0, 3):
+        acc = xs[l]
+        for f in fs[l:]:
+            acc = acc + f  # the same additions in the same order: Eq. 4 holds bit for bit
+        assert torch.equal(acc, xs[-1])
+    # with the original unit f = ReLU breaks Eq. 4
+    orig = build_model(dataset="cifar10", depth=56, block="basic", unit="original").eval()
+    xs, fs = _unit_io(orig, torch.randn(4, 3, 32, 32), stage=1)
+    assert not torch.allclose(xs[0] + sum(fs), xs[-1])
+
+
+def _gradient_ratio(depth, **kw):
+    """‖∂E/∂x_l‖ / ‖∂E/∂x_L‖ between the first and last same-shape unit of the last stage, at init."""
+    torch.manual_seed(0)
+    model = build_model(dataset="cifar10", depth=depth, block="basic", unit="full_preact", **kw)
+    grads = {}
+    units = list(model.stages[2])[1:]
+    units[0].register_forward_pre_hook(lambda m, a: a[0].register_hook(lambda g: grads.setdefault("first", g)) and None)
+    units[-1].register_forward_hook(lambda m, a, o: o.register_hook(lambda g: grads.setdefault("last", g)) and None)
+    nn.functional.cross_entropy(model(torch.randn(16, 3, 32, 32)), torch.randint(0, 10, (16,))).backward()
+    return (grads["first"].norm() / grads["last"].norm()).item(), len(units)
+
+
+def test_eq5_vs_eq8_gradient_propagation_at_init():
+    # Identity shortcuts (Eq. 5): the ratio grows only slowly (here at most linearly) with depth.
+    for depth in (110, 218):
+        ratio, units = _gradient_ratio(depth)
+        assert 1 <= ratio <= 1 + units
+    # λ = 0.5 on every shortcut (Eq. 8): with BN inside F the factor does not vanish but explodes;
+    # either way log ratio deviates from 0 in proportion to the number of units: exponentially.
+    logs = {}
+    for depth in (110, 218):
+        ratio, units = _gradient_ratio(depth, shortcut="scaling", shortcut_scale=0.5, residual_scale=1.0)
+        logs[units] = abs(math.log(ratio))
+        assert logs[units] > 0.15 * units
+    (u1, l1), (u2, l2) = sorted(logs.items())
+    assert l2 / l1 == pytest.approx(u2 / u1, rel=0.3)
+
+
+def test_activation_checkpointing_gives_the_same_step():
+    torch.manual_seed(0)
+    spec = dict(dataset="cifar10", depth=20, block="bottleneck", unit="full_preact", shortcut="dropout")
+    plain = build_model(**spec)
+    ckpt = build_model(**spec, activation_checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(8, 3, 32, 32)
+    for m in (plain, ckpt):
+        torch.manual_seed(1)
+        m(x).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    for (name, a), b in zip(plain.named_buffers(), ckpt.buffers()):
+        torch.testing.assert_close(a, b, msg=name)  # BN statistics moved once, not twice
+
+
+def test_dropout_shortcut_scales_by_its_expectation():
+    sc = S.DropoutShortcut(nn.Identity(), p=0.5)
+    x, zero = torch.ones(10000), torch.zeros(10000)
+    assert sc.train()(x, zero).mean().item() == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(sc.eval()(x, zero), x * 0.5)
+
+
+@pytest.mark.parametrize("spec,words", [
+    (dict(dataset="cifar10", depth=100, block="basic"), ["depth", "6n+2"]),
+    (dict(dataset="cifar10", depth=164, block="single", unit="full"), ["unit", "full_preact"]),
+    (dict(dataset="cifar10", depth=110, block="basic", shortcut="gate"), ["shortcut", "exclusive_gating"]),
+    (dict(dataset="cifar10", depth=110, block="basic", gate_bias=-6), ["gate_bias", "identity"]),
+    (dict(dataset="cifar10", depth=110, block="basic", shortcut="scaling", dropout_p=0.5), ["dropout_p"]),
+    (dict(dataset="cifar10", depth=110), ["block"]),
+    (dict(depth=110, block="basic"), ["dataset"]),
+    (dict(dataset="imagenet", depth=110), ["depth", "152"]),
+    (dict(dataset="imagenet", depth=152, block="basic"), ["bottleneck"]),
+    (dict(dataset="mnist", depth=110, block="basic"), ["dataset", "cifar10"]),
+    (dict(dataset="cifar10", depth=110, blok="basic"), ["blok", "did you mean 'block'"]),
+])
+def test_bad_specs_give_one_clear_error(spec, words):
+    with pytest.raises(UserError) as e:
+        build_model(**spec)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_describe_cli():
+    cmd = [sys.executable, "-m", "reproduce", "describe", "--dataset", "cifar10", "--depth", "1001",
+           "--block", "bottleneck", "--unit", "full_preact", "--shortcut", "identity", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert '"params": 10327706' in out and '"multiply_adds"' in out
+    bad = subprocess.run(cmd[:8] + ["--block", "basic"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "6n+2" in bad.stderr
