@@ -1,29 +1,39 @@
 """`python -m reproduce <command>`: one subcommand per job; bad input ends in one line on stderr, exit 2."""
 import argparse
+import importlib
 import json
 import sys
 import typing
 
 from .errors import UserError
-from .models import ModelSpec, describe
+from .models import ModelSpec
+
+# name: (module with add_arguments(parser) and run(args), one-line help). Modules are imported only
+# for the command that runs, so quick stages don't pay for torch.
+COMMANDS = {
+    "validate": ("reproduce.config", "check params.yaml and write each experiment's resolved config"),
+    "download": ("reproduce.download", "download, verify and convert CIFAR-10/100 (smoke: a stand-in)"),
+    "train": ("reproduce.train", "train one run: one experiment, one seed"),
+    "describe": ("reproduce.cli", "parameter count and multiply-adds of one network"),
+}
 
 
-def spec_arguments(parser):
-    """--key value for every model-spec key; pydantic checks and converts the values (one home for rules)."""
+def add_arguments(parser):
+    """`describe`: --key value for every model-spec key; pydantic checks and converts the values."""
     for name, field in ModelSpec.model_fields.items():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         choices = [a for arg in typing.get_args(field.annotation) for a in typing.get_args(arg) or [arg]]
         shown = " | ".join(c for c in choices if isinstance(c, str)) or (field.description or "")
         default = "required" if field.is_required() else f"default: {field.default}"
         parser.add_argument(*flags, dest=name, metavar="VALUE", help=f"{shown} ({default})".strip())
+    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def spec_from(args) -> dict:
-    return {k: getattr(args, k) for k in ModelSpec.model_fields if getattr(args, k, None) is not None}
+def run(args):
+    from .models import describe
 
-
-def cmd_describe(args):
-    info = describe(**spec_from(args))
+    spec = {k: getattr(args, k) for k in ModelSpec.model_fields if getattr(args, k, None) is not None}
+    info = describe(**spec)
     if args.json:
         print(json.dumps(info, indent=2))
         return
@@ -32,23 +42,21 @@ def cmd_describe(args):
         print(f"{key:>24}  {shown}")
 
 
-def build_parser():
+def main(argv=None):
     parser = argparse.ArgumentParser(prog="reproduce", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("describe", help="parameter count and multiply-adds of one network",
-                       description="Build a network from its spec and print parameters and multiply-adds "
-                                   "for one 32x32 (CIFAR) or 224x224 (ImageNet) image.")
-    spec_arguments(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_describe)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    for name, (module, help) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(module=module)
+        if argv[:1] == [name]:
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
     try:
-        args.func(args)
+        importlib.import_module(args.module).run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

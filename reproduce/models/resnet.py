@@ -5,6 +5,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import shortcuts as S
 from .spec import CIFAR_LAYERS, IMAGENET_STAGES, ModelSpec, parse_spec
@@ -131,3 +132,20 @@ def init_weights(model: nn.Module):
     for m in model.modules():
         if isinstance(m, S.Gate):
             nn.init.constant_(m.conv.bias, m.initial_bias)
+
+
+def describe(**spec) -> dict:
+    """Parameter count and multiply-adds of one forward pass at the dataset's input size (32 or 224)."""
+    spec = parse_spec(spec)
+    with torch.device("meta"):  # shapes only: a 1001-layer net is described without computing it
+        model = build_model(**spec.model_dump()).eval()
+        x = torch.zeros(1, 3, spec.input_size, spec.input_size)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return {
+        **spec.model_dump(exclude_none=True),
+        "input_size": spec.input_size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "multiply_adds": counter.get_total_flops() // 2,  # the counter reports 2 FLOPs per multiply-add
+        "residual_units": len(model.units()),
+    }

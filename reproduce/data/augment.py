@@ -1,0 +1,97 @@
+"""CIFAR batches without a DataLoader: the training set sits normalised on the device, a batch is a gather.
+
+fb.resnet.torch datasets/cifar10.lua trains on ColorNormalize, HorizontalFlip(0.5), RandomCrop(32, 4)
+(transforms.lua: zero padding after normalisation, so padded pixels equal the mean). Here the flip and
+the crop are done for the whole batch at once with index arithmetic, no Python loop over images.
+
+The data order is stateless: batch `it` depends only on (seed, it), so a run resumes exactly from an
+iteration number. The sample sequence is the concatenation of one permutation per epoch, drawn from
+(seed, epoch); batch `it` is positions [it*B, (it+1)*B) of it: batches straddle epochs, nothing is
+dropped (as in Caffe's data layer, which the paper's CIFAR runs used).
+"""
+import hashlib
+
+import torch
+import torch.nn.functional as F
+
+from .cifar import MEAN_STD, source
+
+PAD = 4  # RandomCrop(32, 4): fb.resnet.torch datasets/cifar10.lua
+
+
+def seed_for(*parts) -> int:
+    """A 63-bit seed from a tuple such as ("order", seed, epoch): distinct tuples get unrelated streams."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def normalize(x, name, dtype=torch.float32):
+    """uint8 [N, 3, H, W] on the 0-255 scale to (x - mean) / std per channel (fb.resnet.torch constants)."""
+    source(name)  # a UserError for an unknown dataset name
+    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in MEAN_STD[name])
+    return x.to(torch.float32, copy=True).sub_(mean).div_(std).to(dtype)  # in place on one fresh copy
+
+
+def flip_crop(x, flip, dy, dx, pad=PAD):
+    """Per image i: the window at (dy[i], dx[i]) of x[i] zero-padded by `pad`, mirrored where flip[i].
+
+    fb.resnet.torch flips first and crops second; mirroring the window instead is the same draw with
+    dx replaced by 2*pad - dx, which is just as likely, so the distribution is the same.
+    """
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - cols, cols)
+    images = torch.arange(n, device=x.device)[:, None, None, None]
+    channels = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[images, channels, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class CifarStream:
+    """Augmented training batches: `batch(it)` is batch number `it` of an endless, exactly repeatable stream."""
+
+    def __init__(self, x, y, name, batch_size, seed=0, device="cpu", dtype=torch.float32,
+                 memory_format=torch.contiguous_format):
+        self.x = normalize(x.to(device), name, dtype)  # once: the hot loop only gathers
+        self.y = y.to(device)
+        self.n, self.batch_size, self.seed = len(y), batch_size, seed
+        self.device, self.memory_format = torch.device(device), memory_format
+        self._perms = {}  # the epochs' permutations the last batch used
+
+    def permutation(self, epoch):
+        """Sample order of one epoch (on the CPU, so it is the same on every device)."""
+        generator = torch.Generator().manual_seed(seed_for("order", self.seed, epoch))
+        return torch.randperm(self.n, generator=generator)
+
+    def indices(self, it):
+        """Sample indices of batch `it`: positions [it*B, (it+1)*B) of the epochs' permutations end to end."""
+        start = it * self.batch_size
+        stop = start + self.batch_size
+        epochs = range(start // self.n, (stop - 1) // self.n + 1)
+        self._perms = {e: self._perms[e] if e in self._perms else self.permutation(e) for e in epochs}
+        offset = epochs[0] * self.n
+        return torch.cat([self._perms[e] for e in epochs])[start - offset:stop - offset]
+
+    def draws(self, it):
+        """Flip flags and crop offsets of batch `it`, from a CPU generator seeded by (seed, it) alone."""
+        generator = torch.Generator().manual_seed(seed_for("augment", self.seed, it))
+        flip = torch.rand(self.batch_size, generator=generator) < 0.5
+        dy, dx = torch.randint(0, 2 * PAD + 1, (2, self.batch_size), generator=generator)
+        return flip, dy, dx
+
+    def batch(self, it):
+        """(images, labels) of batch `it`; the same (seed, it) gives the same bits whatever came before."""
+        idx = self.indices(it).to(self.device)
+        flip, dy, dx = (t.to(self.device) for t in self.draws(it))
+        x = flip_crop(self.x[idx], flip, dy, dx)
+        return x.contiguous(memory_format=self.memory_format), self.y[idx]
+
+
+def eval_batches(x, y, name, batch_size=1000, device="cpu", dtype=torch.float32,
+                 memory_format=torch.contiguous_format):
+    """Normalised, unaugmented (images, labels) batches of a test set, in order."""
+    x, y = x.to(device), y.to(device)
+    for i in range(0, len(y), batch_size):
+        images = normalize(x[i:i + batch_size], name, dtype)
+        yield images.contiguous(memory_format=memory_format), y[i:i + batch_size]

@@ -1,0 +1,33 @@
+"""Stage: data/DATASET.pt, the training and test images of one CIFAR dataset as uint8 tensors.
+
+The paper profile downloads the official archive (or uses the one already in data.raw) and checks
+its md5; the smoke profile writes scikit-learn's digits in its place and says so.
+"""
+from pathlib import Path
+
+from .config import load_params
+
+
+def add_arguments(parser):
+    parser.add_argument("--dataset", required=True, choices=["cifar10", "cifar100"])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--out", help="converted file (default: data/DATASET.pt)")
+    parser.add_argument("--url", help="download from here instead of the official URL")
+
+
+def run(args):
+    params = load_params(args.params)
+    out = Path(args.out or f"data/{args.dataset}.pt")
+    if params.profile == "smoke":
+        from .data import digits
+
+        data = digits.write(args.dataset, out)
+        print(f"{out}: SMOKE PROFILE — scikit-learn digits standing in for {args.dataset} "
+              f"({len(data['train_y'])} training, {len(data['test_y'])} test images)")
+        return
+    from .data import cifar
+
+    cifar.prepare(args.dataset, params.data.raw, out, getattr(params.data, args.dataset).md5, args.url)
+    data = cifar.load(out)
+    print(f"{out}: {len(data['train_y'])} training and {len(data['test_y'])} test images, "
+          f"{len(data['classes'])} classes")

@@ -1,0 +1,310 @@
+"""Data: CIFAR archives (download, md5, conversion), the on-device augmentation, the ImageNet loaders."""
+import hashlib
+import io
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+
+from reproduce.data import augment, cifar, imagenet
+from reproduce.errors import UserError
+
+N_TRAIN, N_TEST = 50, 20  # per batch file
+
+
+def _pickle_member(tar, name, obj):
+    blob = pickle.dumps(obj, protocol=2)  # py3 bytes keys at protocol 2 read like the py2 originals
+    info = tarfile.TarInfo(name)
+    info.size = len(blob)
+    tar.addfile(info, io.BytesIO(blob))
+
+
+def _batch(rng, n, label_key, n_classes):
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    return {b"batch_label": b"generated", label_key: rng.integers(0, n_classes, n).tolist(), b"data": data,
+            b"filenames": [b"img_%d.png" % i for i in range(n)]}
+
+
+def make_archive(name, directory):
+    """A small archive in the official format; returns (path, md5, the pickled dicts by member name)."""
+    src = cifar.source(name)
+    n_classes = 10 if name == "cifar10" else 100
+    label_key = b"labels" if name == "cifar10" else b"fine_labels"
+    rng = np.random.default_rng(0 if name == "cifar10" else 1)
+    members = {f: _batch(rng, N_TRAIN, label_key, n_classes) for f, _ in src.train_list}
+    members.update({f: _batch(rng, N_TEST, label_key, n_classes) for f, _ in src.test_list})
+    first = members[src.train_list[0][0]][b"data"][0]
+    first[:1024], first[1024:2048], first[2048:] = 10, 20, 30  # image 0: R=10, G=20, B=30 ...
+    first[1 * 32 + 2] = 200  # ... except red at row 1, column 2
+    members[src.meta["filename"]] = {src.meta["key"].encode(): [b"class%d" % i for i in range(n_classes)]}
+    path = directory / src.filename
+    with tarfile.open(path, "w:gz") as tar:
+        folder = tarfile.TarInfo(src.base_folder)
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for file_name, obj in members.items():
+            _pickle_member(tar, f"{src.base_folder}/{file_name}", obj)
+    return path, hashlib.md5(path.read_bytes()).hexdigest(), members
+
+
+@pytest.fixture(scope="session", params=["cifar10", "cifar100"])
+def archive(request, tmp_path_factory):
+    name = request.param
+    path, md5, members = make_archive(name, tmp_path_factory.mktemp(name))
+    return name, path, md5, members
+
+
+def closed_port_url():
+    with socket.socket() as s:  # bind, note the port, close: nothing listens there afterwards
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/cifar.tar.gz"
+
+
+def test_prepare_round_trips_pixels_labels_and_classes(archive, tmp_path):
+    name, path, md5, members = archive
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / path.name).write_bytes(path.read_bytes())
+    out = cifar.prepare(name, raw, tmp_path / f"{name}.pt", md5, url=closed_port_url())  # no download needed
+    data = cifar.load(out)
+    n_train = N_TRAIN * len(cifar.source(name).train_list)
+    assert data["train_x"].shape == (n_train, 3, 32, 32) and data["train_x"].dtype == torch.uint8
+    assert data["test_x"].shape == (N_TEST, 3, 32, 32) and data["test_y"].dtype == torch.int64
+    assert data["train_x"][0, :, 1, 2].tolist() == [200, 20, 30]  # channel order RGB, row-major pixels
+    assert data["train_x"][0, :, 5, 7].tolist() == [10, 20, 30]
+    src = cifar.source(name)
+    label_key = b"labels" if name == "cifar10" else b"fine_labels"
+    train = [members[f] for f, _ in src.train_list]
+    assert data["train_y"].tolist() == sum((b[label_key] for b in train), [])
+    assert data["test_y"].tolist() == members[src.test_list[0][0]][label_key]
+    last = members[src.test_list[0][0]][b"data"][-1]
+    assert data["test_x"][-1].flatten().tolist() == last.tolist()
+    assert data["classes"][:2] == ["class0", "class1"]
+    assert len(data["classes"]) == (10 if name == "cifar10" else 100)
+    assert data["name"] == name and data["source_md5"] == md5
+
+    before = out.stat().st_mtime_ns
+    cifar.prepare(name, raw, out, md5, url=closed_port_url())
+    assert out.stat().st_mtime_ns == before  # converted already: not written again
+
+
+def test_load_of_a_missing_file_says_to_download(tmp_path):
+    with pytest.raises(UserError, match="python -m reproduce download --dataset cifar100"):
+        cifar.load(tmp_path / "cifar100.pt")
+
+
+@pytest.mark.parametrize("url", [closed_port_url, lambda: "file:///nonexistent/cifar-10-python.tar.gz"])
+def test_failed_download_names_the_place_and_md5_and_leaves_nothing(tmp_path, url):
+    md5 = cifar.source("cifar10").tgz_md5
+    with pytest.raises(UserError) as error:
+        cifar.fetch_archive("cifar10", tmp_path, md5, url=url())
+    message = str(error.value)
+    assert str(tmp_path.resolve() / "cifar-10-python.tar.gz") in message and md5 in message
+    assert "\n" not in message and list(tmp_path.iterdir()) == []
+
+
+def test_download_from_file_url_leaves_exactly_the_archive(archive, tmp_path):
+    name, path, md5, _ = archive
+    got = cifar.fetch_archive(name, tmp_path, md5, url=path.as_uri())
+    assert list(tmp_path.iterdir()) == [got] and cifar.md5sum(got) == md5
+
+
+def test_download_with_wrong_md5_keeps_nothing(archive, tmp_path):
+    name, path, md5, _ = archive
+    with pytest.raises(UserError, match=f"md5 {md5}, expected {'0' * 32}"):
+        cifar.fetch_archive(name, tmp_path, "0" * 32, url=path.as_uri())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_archive_in_place_is_refused_and_kept(tmp_path):
+    bad = tmp_path / "cifar-10-python.tar.gz"
+    bad.write_bytes(b"not an archive")
+    found = hashlib.md5(b"not an archive").hexdigest()
+    with pytest.raises(UserError, match=f"has md5 {found}, expected {cifar.source('cifar10').tgz_md5}"):
+        cifar.prepare("cifar10", tmp_path, tmp_path / "cifar10.pt")
+    assert bad.read_bytes() == b"not an archive" and not (tmp_path / "cifar10.pt").exists()
+
+
+def test_truncated_archive_is_a_user_error_and_writes_nothing(archive, tmp_path):
+    name, path, _, _ = archive
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    truncated = raw / path.name
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UserError, match=str(truncated)):
+        cifar.prepare(name, raw, out / f"{name}.pt", cifar.md5sum(truncated))
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_download_stage_command_line(archive, tmp_path):
+    name, path, md5, _ = archive
+    params = yaml.safe_load(open("params.yaml"))
+    params["data"].update({"raw": str(tmp_path / "raw"), name: {"md5": md5}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "-m", "reproduce", "download", "--dataset", name, "--params", str(tmp_path / "params.yaml")]
+    ok = subprocess.run(cmd + ["--out", str(tmp_path / "data.pt"), "--url", path.as_uri()], capture_output=True, text=True)
+    assert ok.returncode == 0 and f"{N_TEST} test images" in ok.stdout and (tmp_path / "data.pt").exists()
+    (tmp_path / "raw" / path.name).unlink()
+    bad = subprocess.run(cmd + ["--out", str(tmp_path / "other.pt"), "--url", closed_port_url()], capture_output=True, text=True)
+    assert bad.returncode == 2 and "could not download" in bad.stderr and md5 in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "other.pt").exists()
+
+
+# ---- on-device augmentation ----
+
+N, B = 100, 32  # B does not divide N: batches straddle epochs
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def stream(images, **kw):
+    return augment.CifarStream(images, torch.arange(N), "cifar10", B, seed=7, **kw)  # label = sample index
+
+
+def test_normalize_uses_the_authors_constants(images):
+    mean, std = cifar.MEAN_STD["cifar10"]
+    expected = (images.double() - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(augment.normalize(images, "cifar10").double(), expected)
+
+
+def test_batch_depends_only_on_seed_and_iteration(images):
+    fresh, used = stream(images), stream(images)
+    for it in range(7):
+        used.batch(it)
+    x, y = fresh.batch(7)
+    x2, y2 = used.batch(7)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert x.shape == (B, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    other = augment.CifarStream(images, torch.arange(N), "cifar10", B, seed=8)
+    assert not torch.equal(other.batch(7)[0], x)
+
+
+def test_bfloat16_channels_last(images):
+    x, _ = stream(images, dtype=torch.bfloat16, memory_format=torch.channels_last).batch(0)
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_every_sample_once_per_epoch(images):
+    s = stream(images)
+    order = torch.cat([s.batch(it)[1] for it in range(10)])  # 320 positions: 3 whole epochs and a bit
+    epochs = order[: 3 * N].view(3, N)
+    for epoch in epochs:
+        assert torch.equal(epoch.sort().values, torch.arange(N))
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+def test_each_image_is_a_possibly_flipped_window_of_the_padded_image(images):
+    s, reference = stream(images), augment.normalize(images, "cifar10")
+    flips, offsets = set(), set()
+    for it in range(30):
+        x, y = s.batch(it)
+        windows = F.pad(reference[y], (4, 4, 4, 4)).unfold(2, 32, 1).unfold(3, 32, 1)  # [B, 3, 9, 9, 32, 32]
+        matches = torch.stack([(windows == view[:, :, None, None]).all(dim=5).all(dim=4).all(dim=1)
+                               for view in (x, x.flip(-1))], dim=1)  # [B, flipped?, dy, dx]
+        assert matches.flatten(1).sum(dim=1).eq(1).all()  # each image is exactly one window
+        for _, flip, dy, dx in matches.nonzero().tolist():
+            flips.add(flip)
+            offsets.add((dy, dx))
+    assert flips == {0, 1} and offsets == {(dy, dx) for dy in range(9) for dx in range(9)}
+
+
+def test_eval_batches_are_in_order_and_unaugmented(images):
+    batches = list(augment.eval_batches(images, torch.arange(N), "cifar10", batch_size=40))
+    assert [len(y) for _, y in batches] == [40, 40, 20]
+    assert torch.equal(torch.cat([x for x, _ in batches]), augment.normalize(images, "cifar10"))
+
+
+# ---- ImageNet ----
+
+SIZES = [(300, 200), (200, 350), (500, 375), (64, 80)]
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for wnid in ("n01440764", "n01443537"):
+            (root / split / wnid).mkdir(parents=True)
+            for i, (w, h) in enumerate(SIZES):
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / wnid / f"{wnid}_{i}.JPEG")
+    return root
+
+
+@pytest.mark.parametrize("augmentation", ["scale", "scale_aspect"])
+def test_imagenet_loaders_shapes(imagenet_root, augmentation):
+    train, evals = imagenet.loaders(imagenet_root, augmentation, batch_size=3, workers=0)
+    x, y = next(iter(train))
+    assert x.shape == (3, 3, 224, 224) and x.dtype == torch.float32 and set(y.tolist()) <= {0, 1}
+    assert sorted(evals) == ["center224", "center320"]
+    for crop, size in (("center224", 224), ("center320", 320)):
+        batches = list(evals[crop])
+        assert batches[0][0].shape == (3, 3, size, size) and sum(len(y) for _, y in batches) == 2 * len(SIZES)
+
+
+def test_imagenet_small_size_limit_and_order_by_seed_and_epoch(imagenet_root):
+    train, evals = imagenet.loaders(imagenet_root, "scale_aspect", batch_size=8, workers=0, seed=3, size=64,
+                                    limit=(5, 3))
+    x, _ = next(iter(train))
+    assert x.shape == (5, 3, 64, 64) and next(iter(evals["center320"]))[0].shape == (3, 3, 91, 91)
+
+    def order(epoch):
+        train.sampler.set_epoch(epoch)
+        return list(train.sampler)
+
+    assert order(1) == order(1) != order(2) and sorted(order(2)) == list(range(5))
+
+
+def test_imagenet_with_a_worker_and_distributed(imagenet_root, tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=(tmp_path / "pg").as_uri(), rank=0, world_size=1)
+    try:
+        train, evals = imagenet.loaders(imagenet_root, "scale", batch_size=4, workers=1, distributed=True)
+        assert sum(len(y) for _, y in train) == 2 * len(SIZES) == len(evals["center224"].dataset)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_lighting_shifts_each_channel_by_a_constant():
+    torch.manual_seed(0)
+    img = torch.rand(3, 8, 8)
+    shift = imagenet.Lighting(0.1)(img) - img
+    assert torch.allclose(shift, shift[:, :1, :1].expand_as(shift), atol=1e-6) and shift.abs().max() > 0
+
+
+def test_top_k_errors():
+    logits = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
+    assert imagenet.top_k_errors(logits, torch.tensor([2, 1, 2]), ks=(1, 2)).tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("layout", ["missing", "no_val", "no_images", "other_classes"])
+def test_bad_imagenet_roots(tmp_path, layout):
+    root = tmp_path / "imagenet"
+    if layout != "missing":
+        (root / "train" / "n01").mkdir(parents=True)
+    if layout in ("no_images", "other_classes"):
+        (root / "val" / ("n02" if layout == "other_classes" else "n01")).mkdir(parents=True)
+    if layout == "other_classes":
+        for split, wnid in (("train", "n01"), ("val", "n02")):
+            Image.new("RGB", (40, 30)).save(root / split / wnid / "a.JPEG")
+    with pytest.raises(UserError, match="cannot be downloaded automatically") as error:
+        imagenet.loaders(root, "scale", batch_size=2, workers=0)
+    assert str(root) in str(error.value) and "<root>/train/<wnid>/*.JPEG" in str(error.value)
+
+
+def test_unknown_augmentation(imagenet_root):
+    with pytest.raises(UserError, match="did you mean 'scale_aspect'"):
+        imagenet.loaders(imagenet_root, "scale_aspet", batch_size=2, workers=0)
