@@ -1,12 +1,7 @@
 """Data: CIFAR archives (download, md5, conversion), the on-device augmentation, the ImageNet loaders."""
 import hashlib
-import io
-import os
-import pickle
-import socket
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -17,57 +12,13 @@ from PIL import Image
 
 from reproduce.data import augment, cifar, imagenet
 from reproduce.errors import UserError
-
-N_TRAIN, N_TEST = 50, 20  # per batch file
-
-
-def _pickle_member(tar, name, obj):
-    blob = pickle.dumps(obj, protocol=2)  # py3 bytes keys at protocol 2 read like the py2 originals
-    info = tarfile.TarInfo(name)
-    info.size = len(blob)
-    tar.addfile(info, io.BytesIO(blob))
-
-
-def _batch(rng, n, label_key, n_classes):
-    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    return {b"batch_label": b"generated", label_key: rng.integers(0, n_classes, n).tolist(), b"data": data,
-            b"filenames": [b"img_%d.png" % i for i in range(n)]}
-
-
-def make_archive(name, directory):
-    """A small archive in the official format; returns (path, md5, the pickled dicts by member name)."""
-    src = cifar.source(name)
-    n_classes = 10 if name == "cifar10" else 100
-    label_key = b"labels" if name == "cifar10" else b"fine_labels"
-    rng = np.random.default_rng(0 if name == "cifar10" else 1)
-    members = {f: _batch(rng, N_TRAIN, label_key, n_classes) for f, _ in src.train_list}
-    members.update({f: _batch(rng, N_TEST, label_key, n_classes) for f, _ in src.test_list})
-    first = members[src.train_list[0][0]][b"data"][0]
-    first[:1024], first[1024:2048], first[2048:] = 10, 20, 30  # image 0: R=10, G=20, B=30 ...
-    first[1 * 32 + 2] = 200  # ... except red at row 1, column 2
-    members[src.meta["filename"]] = {src.meta["key"].encode(): [b"class%d" % i for i in range(n_classes)]}
-    path = directory / src.filename
-    with tarfile.open(path, "w:gz") as tar:
-        folder = tarfile.TarInfo(src.base_folder)
-        folder.type = tarfile.DIRTYPE
-        tar.addfile(folder)
-        for file_name, obj in members.items():
-            _pickle_member(tar, f"{src.base_folder}/{file_name}", obj)
-    return path, hashlib.md5(path.read_bytes()).hexdigest(), members
-
+from conftest import N_TEST, N_TRAIN, SIZES, closed_port_url, make_archive, make_imagenet
 
 @pytest.fixture(scope="session", params=["cifar10", "cifar100"])
 def archive(request, tmp_path_factory):
     name = request.param
     path, md5, members = make_archive(name, tmp_path_factory.mktemp(name))
     return name, path, md5, members
-
-
-def closed_port_url():
-    with socket.socket() as s:  # bind, note the port, close: nothing listens there afterwards
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/cifar.tar.gz"
 
 
 def test_prepare_round_trips_pixels_labels_and_classes(archive, tmp_path):
@@ -229,20 +180,9 @@ def test_eval_batches_are_in_order_and_unaugmented(images):
 
 # ---- ImageNet ----
 
-SIZES = [(300, 200), (200, 350), (500, 375), (64, 80)]
-
-
 @pytest.fixture(scope="module")
 def imagenet_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imagenet")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for wnid in ("n01440764", "n01443537"):
-            (root / split / wnid).mkdir(parents=True)
-            for i, (w, h) in enumerate(SIZES):
-                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / wnid / f"{wnid}_{i}.JPEG")
-    return root
+    return make_imagenet(tmp_path_factory.mktemp("imagenet"))
 
 
 @pytest.mark.parametrize("augmentation", ["scale", "scale_aspect"])

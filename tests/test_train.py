@@ -1,0 +1,164 @@
+"""The training engine: a run from the CLI, exact resume after SIGKILL, failed runs, determinism, DDP."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_archive, make_imagenet, run_cli, write_params
+from reproduce.config import load_params, run_config
+from reproduce.data import digits
+from reproduce.loop import lr_at, train
+
+TINY = {"tiny": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A folder with params.yaml (tiny protocol) and real images (scikit-learn's digits) as CIFAR-10."""
+    digits.write("cifar10", tmp_path / "data" / "cifar10.pt")
+    write_params(tmp_path, TINY)
+    return tmp_path
+
+
+def metrics(run):
+    m = json.loads((Path(run) / "metrics.json").read_text())
+    m.pop("wall_s", None)
+    return m
+
+
+def curves(run):
+    folder = Path(run) / "live" / "plots" / "metrics"
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*.tsv"))}
+
+
+def test_schedule_is_the_papers():
+    p = load_params(Path(__file__).parents[1] / "params.yaml").cifar.model_dump()
+    assert [lr_at(i, p, p["milestones"]) for i in (0, 399, 400, 31999, 32000, 48000, 63999)] == \
+        pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.001, 0.001])
+
+
+def test_a_run_from_a_generated_archive_through_the_cli(tmp_path):
+    (tmp_path / "raw").mkdir()
+    path, md5, _ = make_archive("cifar10", tmp_path / "raw")
+    write_params(tmp_path, TINY, **{"data.raw": "raw", "data.cifar10.md5": md5})
+    run_cli("download", "--dataset", "cifar10", cwd=tmp_path)
+    out = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=tmp_path)
+    run = tmp_path / "runs" / "tiny" / "seed0"
+    m = metrics(run)
+    assert m["status"] == "finished" and m["iterations"] == 40 and m["precision"] == "bf16"
+    assert 0 <= m["test_error"] <= 100 and m["train_loss"] > 0 and m["params"] > 0
+    c = curves(run)
+    assert c["train/loss.tsv"].splitlines()[0] == "step\tloss" and len(c["train/loss.tsv"].splitlines()) == 1 + 8
+    assert [line.split("\t")[0] for line in c["test/error.tsv"].splitlines()[1:]] == ["20", "40"]
+    weights = torch.load(run / "weights" / "model.pt", weights_only=False)
+    assert weights["status"] == "finished" and weights["config"]["model"]["depth"] == 8
+    assert "it/s" in out.stderr  # the progress bar
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))  # resume state removed once recorded
+    again = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=tmp_path)
+    assert "nothing to do" in again.stdout and metrics(run) == m
+
+
+def test_an_imagenet_run_on_a_generated_folder(tmp_path):
+    make_imagenet(tmp_path / "imagenet")
+    write_params(tmp_path, {"r50": {"dataset": "imagenet", "depth": 50, "unit": "full_preact"}},
+                 **{"data.imagenet.root": str(tmp_path / "imagenet"), "imagenet.epochs": 1,
+                    "imagenet.milestones": [1], "imagenet.batch_size": 4, "imagenet.workers": 0,
+                    "imagenet.log_every": 1, "imagenet.checkpoint_every": 1, "imagenet.eval_batch_size": 4})
+    run_cli("train", "--experiment", "r50", "--seed", "0", cwd=tmp_path)
+    m = metrics(tmp_path / "runs" / "r50" / "seed0")
+    assert m["status"] == "finished" and m["iterations"] == 2
+    assert all(0 <= m[f"test_top{k}_center{c}"] <= 100 for k in (1, 5) for c in (224, 320))
+
+
+def test_imagenet_runs_without_a_root_are_not_run(study):
+    write_params(study, {"r152": {"dataset": "imagenet", "depth": 152, "unit": "original"}})
+    run_cli("train", "--experiment", "r152", "--seed", "0", cwd=study)
+    m = metrics(study / "runs" / "r152" / "seed0")
+    assert m["status"] == "not_run" and "data.imagenet.root" in m["reason"]
+
+
+def _start(study, out, extra=()):
+    cmd = [sys.executable, "-m", "reproduce", "train", "--experiment", "tiny", "--seed", "0", "--out", out, *extra]
+    return subprocess.Popen(cmd, cwd=study, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("kill_after", [1, 2])  # the first checkpoint, or one later
+def test_sigkill_then_resume_ends_bit_identical(study, kill_after):
+    assert _start(study, "runs/reference").wait() == 0
+    proc = _start(study, "runs/killed")
+    checkpoints = study / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it while it trains, right after a checkpoint landed
+        found = list(checkpoints.glob("*.pt"))
+        if found and torch.load(found[0], weights_only=False)["iteration"] >= 10 * kill_after:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (study / "runs" / "killed" / "metrics.json").exists()
+    assert _start(study, "runs/killed").wait() == 0
+    assert metrics(study / "runs" / "killed") == metrics(study / "runs" / "reference")
+    assert curves(study / "runs" / "killed") == curves(study / "runs" / "reference")
+
+
+def test_a_diverging_run_is_recorded_as_failed_and_exits_0(study):
+    write_params(study, {"boom": {**TINY["tiny"], "protocol": {"lr": 1.0e+30, "warmup_iterations": 0}}})
+    result = run_cli("train", "--experiment", "boom", "--seed", "0", cwd=study)
+    m = metrics(study / "runs" / "boom" / "seed0")
+    assert result.returncode == 0 and "failed at iteration" in result.stdout
+    assert m["status"] == "failed" and 1 <= m["failed_at"] <= 40 and "test_error" not in m
+    again = run_cli("train", "--experiment", "boom", "--seed", "0", cwd=study)  # recorded: never retried
+    assert "nothing to do" in again.stdout
+
+
+def test_same_seed_same_result_other_seed_not(study, monkeypatch):
+    params = load_params(study / "params.yaml")
+    cfg = run_config(params, "tiny")
+    monkeypatch.chdir(study)
+    a, b, c = (train(cfg, seed, params.speed, Path(f"runs/{name}"), Path("ck"))
+               for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+    assert {k: v for k, v in a.items() if k != "wall_s"} == {k: v for k, v in b.items() if k != "wall_s"}
+    assert a["train_loss"] != c["train_loss"]
+
+
+@pytest.mark.parametrize("speed", [dict(precision="fp32", channels_last=False),
+                                   dict(precision="bf16", channels_last=True, compile=True)], ids=["fp32", "compiled"])
+def test_speed_knobs_train_and_are_recorded(study, speed):
+    write_params(study, TINY, **{f"speed.{k}": v for k, v in speed.items()}, **{"cifar.iterations": 10,
+                                                                             "cifar.eval_every": 10})
+    run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=study)
+    m = metrics(study / "runs" / "tiny" / "seed0")
+    assert m["status"] == "finished" and m["precision"] == speed["precision"]
+
+
+def test_two_gloo_processes_train_like_one(study):
+    run_cli("train", "--experiment", "tiny", "--seed", "0", "--out", "runs/one", cwd=study)
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "reproduce", "train", "--experiment",
+                    "tiny", "--seed", "0", "--out", "runs/two"], cwd=study, check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    one, two = metrics(study / "runs" / "one"), metrics(study / "runs" / "two")
+    assert two["status"] == "finished" and two["processes"] == 2 and one["processes"] == 1
+    # Same data, same initialisation, gradients averaged over the same 32 images; only BN statistics
+    # differ (16 images per process, as per GPU in the paper), so the curves stay close.
+    first = [float(curves(study / "runs" / run)["train/loss.tsv"].splitlines()[1].split("\t")[1])
+             for run in ("one", "two")]
+    assert abs(first[0] - first[1]) < 0.2
+    assert abs(one["train_loss"] - two["train_loss"]) < 0.5
+
+
+def test_digits_are_learned_by_a_preact_resnet(study, monkeypatch):
+    write_params(study, TINY, **{"cifar.iterations": 400, "cifar.milestones": [200, 300], "cifar.batch_size": 64,
+                                 "cifar.warmup_iterations": 0, "cifar.log_every": 50, "cifar.checkpoint_every": 100,
+                                 "cifar.eval_every": 400, "cifar.eval_batch_size": 500})
+    params = load_params(study / "params.yaml")
+    monkeypatch.chdir(study)
+    m = train(run_config(params, "tiny"), 0, params.speed, Path("runs/digits"), Path("ck"))
+    assert m["test_error"] <= 10.0  # ≥ 90% of 500 held-out handwritten digits
