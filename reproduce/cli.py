@@ -14,6 +14,8 @@ COMMANDS = {
     "validate": ("reproduce.config", "check params.yaml and write each experiment's resolved config"),
     "download": ("reproduce.download", "download, verify and convert CIFAR-10/100 (smoke: a stand-in)"),
     "train": ("reproduce.train", "train one run: one experiment, one seed"),
+    "aggregate": ("reproduce.aggregate", "collect every run into reports/results.csv beside the paper's numbers"),
+    "report": ("reproduce.render", "execute notebooks/report.ipynb and render reports/report.html (offline)"),
     "describe": ("reproduce.cli", "parameter count and multiply-adds of one network"),
 }
 

@@ -1,12 +1,13 @@
 """params.yaml: its schema (checked before anything trains) and the resolution of one run's config."""
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
-                      model_validator, StringConstraints)
+                      model_validator, AfterValidator)
 
 from .errors import UserError, did_you_mean, explain
 from .models.spec import CIFAR_LAYERS, ModelSpec
@@ -69,6 +70,7 @@ class Experiment(ModelSpec):
 class Smoke(Strict):
     """The `smoke` profile: the same DAG, small enough to finish in minutes on a 2-core CPU."""
 
+    data: Literal["digits", "cifar"] = "digits"  # digits: scikit-learn's, standing in for CIFAR (no download)
     iterations: PositiveInt = 30
     depth: dict[str, PositiveInt] = {"basic": 8, "bottleneck": 11, "single": 5}
     imagenet_depth: Literal[50, 101, 152, 200] = 50
@@ -94,8 +96,14 @@ class Data(Strict):
     imagenet: ImageNetData = ImageNetData()
 
 
-# Names become DVC stage keys (train@NAME-SEED) and directories: no '-', '/', or spaces.
-ExperimentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$")]
+def _name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
+        raise ValueError(f"experiment name '{name}': use letters, digits, '_' and '.' only "
+                         "(it names a DVC stage, train@NAME-SEED, and a directory)")
+    return name
+
+
+ExperimentName = Annotated[str, AfterValidator(_name)]
 
 
 class Params(Strict):

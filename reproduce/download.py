@@ -1,7 +1,7 @@
 """Stage: data/DATASET.pt, the training and test images of one CIFAR dataset as uint8 tensors.
 
-The paper profile downloads the official archive (or uses the one already in data.raw) and checks
-its md5; the smoke profile writes scikit-learn's digits in its place and says so.
+Downloads the official archive (or uses the one already in data.raw) and checks its md5; the smoke
+profile with `smoke.data: digits` writes scikit-learn's digits in its place instead, and says so.
 """
 from pathlib import Path
 
@@ -18,7 +18,7 @@ def add_arguments(parser):
 def run(args):
     params = load_params(args.params)
     out = Path(args.out or f"data/{args.dataset}.pt")
-    if params.profile == "smoke":
+    if params.profile == "smoke" and params.smoke.data == "digits":
         from .data import digits
 
         data = digits.write(args.dataset, out)

@@ -1,0 +1,96 @@
+"""params.yaml: one clear error for each kind of mistake, and the resolution of a run's config."""
+import pytest
+import yaml
+
+from conftest import REPO, run_cli
+from reproduce.config import load_params, not_run_reason, run_config, write_configs
+from reproduce.errors import UserError
+
+
+def params_with(tmp_path, edit=None, text=None):
+    path = tmp_path / "params.yaml"
+    if text is not None:
+        path.write_text(text)
+        return path
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def set_key(key, value):
+    def edit(params):
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit,words", [
+    (set_key("sedes", [0]), ["unknown key 'sedes'", "did you mean 'seeds'"]),
+    (set_key("cifar.iteration", 10), ["unknown key 'cifar.iteration'", "did you mean 'iterations'"]),
+    (set_key("cifar.batch_size", "big"), ["cifar.batch_size", "integer"]),
+    (set_key("cifar.iterations", 0), ["cifar.iterations", "greater than 0"]),
+    (set_key("cifar.batch_size", -1), ["cifar.batch_size", "greater than 0"]),
+    (set_key("cifar.lr", 0), ["cifar.lr", "greater than 0"]),
+    (set_key("seeds", []), ["seeds", "at least 1"]),
+    (set_key("profile", "fast"), ["profile", "'paper' or 'smoke'"]),
+    (set_key("experiments.r110_original.depth", 111), ["experiments.r110_original", "111 is not 6n+2"]),
+    (set_key("experiments.r110_original.unit", "preact"), ["experiments.r110_original.unit", "full_preact"]),
+    (set_key("experiments.r110_original.shortcut", "gated"), ["shortcut", "exclusive_gating"]),
+    (set_key("experiments.r110_original.dataset", "mnist"), ["dataset", "cifar10"]),
+    (set_key("experiments.r110_original.gate_bias", -6), ["gate_bias", "has no gate_bias"]),
+    (set_key("experiments.r110_original.protocol", {"batch_size": 0}), ["r110_original.protocol", "batch_size"]),
+    (set_key("custom", {"my-net": {"dataset": "cifar10", "depth": 20, "block": "basic"}}), ["custom.my-net"]),
+    (set_key("custom", {"r110_original": {"dataset": "cifar10", "depth": 20, "block": "basic"}}), ["clash"]),
+])
+def test_each_mistake_gets_one_clear_error(tmp_path, edit, words):
+    with pytest.raises(UserError) as error:
+        load_params(params_with(tmp_path, edit)).all_experiments()
+    message = str(error.value)
+    assert all(w in message for w in words), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text,words", [("profile: [paper", ["not valid YAML"]), ("- a\n- b\n", ["mapping"])])
+def test_a_file_that_is_not_params(tmp_path, text, words):
+    with pytest.raises(UserError, match="|".join(words)):
+        load_params(params_with(tmp_path, text=text))
+
+
+def test_the_cli_prints_one_line_and_exits_2(tmp_path):
+    path = params_with(tmp_path, set_key("experiments.r110_original.depth", 100))
+    result = run_cli("validate", "--params", path, "--out", tmp_path / "configs", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "configs").exists()
+
+
+def test_committed_params_are_the_papers_protocol():
+    params = load_params(REPO / "params.yaml")
+    assert params.profile == "paper" and params.seeds == [0, 1, 2, 3, 4]
+    c = params.cifar
+    assert (c.iterations, c.milestones, c.batch_size, c.lr, c.warmup_lr, c.warmup_iterations, c.momentum,
+            c.weight_decay) == (64000, [32000, 48000], 128, 0.1, 0.01, 400, 0.9, 1e-4)
+    i = params.imagenet
+    assert (i.milestones, i.batch_size, i.lr) == ([30, 60], 256, 0.1)
+    dagger = run_config(params, "r1001_full_preact_b64").protocol
+    assert dagger["batch_size"] == 64 and dagger["iterations"] == 156250
+
+
+def test_smoke_profile_shrinks_and_marks_runs(tmp_path):
+    params = load_params(params_with(tmp_path, set_key("profile", "smoke")))
+    cfg = run_config(params, "r1001_full_preact")
+    assert cfg.model["depth"] == params.smoke.depth["bottleneck"] and cfg.protocol["iterations"] == 30
+    assert cfg.profile == "smoke" and not_run_reason(params, cfg, 0) is None
+    assert "smoke" in not_run_reason(params, cfg, 4)
+    assert "data.imagenet.root" in not_run_reason(params, run_config(params, "in_r200_full_preact"), 0)
+
+
+def test_configs_change_only_for_the_experiment_edited(tmp_path):
+    before, after = tmp_path / "before", tmp_path / "after"
+    write_configs(load_params(REPO / "params.yaml"), before)
+    write_configs(load_params(params_with(tmp_path, set_key("experiments.r164_original.depth", 182))), after)
+    changed = [p.name for p in before.iterdir() if p.read_text() != (after / p.name).read_text()]
+    assert changed == ["r164_original.json"]
