@@ -77,6 +77,8 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         opt.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
         start, elapsed, last, history = state["iteration"], state["elapsed"], state["last"], state["curves"]
+        if rank == 0:
+            print(f"{out}: resuming from iteration {start} ({ckpt_path})")
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
