@@ -13,6 +13,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,116 @@
+"""The study as a DVC pipeline, end to end on the smoke profile with generated CIFAR archives and ImageNet."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, make_archive, make_imagenet
+
+# One experiment or more per table, a custom one, ImageNet: the smoke DAG in miniature.
+KEEP = ["r110_original", "t1_scale_0_1", "r164_full_preact", "r110_1layer_full_preact", "c100_r164_full_preact",
+        "r1001_full_preact_b64", "in_r152_full_preact", "in_r101_bn_after_add"]
+DVC = [str(Path(sys.executable).with_name("dvc"))]
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def dvc(*args, cwd, check=True):
+    result = subprocess.run(DVC + list(args), cwd=cwd, capture_output=True, text=True, env=ENV)
+    if check and result.returncode:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def set_params(root, **changes):
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh git + DVC repository holding this project's pipeline, notebooks and package."""
+    root = tmp_path_factory.mktemp("study")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, root / name)
+    for folder in ("notebooks", "reproduce"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    git("init", "-q", cwd=root)
+    git("config", "user.email", "test@example.com", cwd=root)
+    git("config", "user.name", "test", cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    offline = REPO / ".venv" / "share" / "dvc-plots-offline.html"  # made by .ci/setup
+    dvc("config", "--local", "plots.html_template", str(offline), cwd=root)
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True)
+    md5 = {name: make_archive(name, raw)[1] for name in ("cifar10", "cifar100")}
+    make_imagenet(root / "imagenet")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    experiments = {k: v for k, v in params["experiments"].items() if k in KEEP}
+    set_params(root, profile="smoke", seeds=[0, 1], experiments=experiments,
+               custom={"my_r20": {"dataset": "cifar10", "depth": 20, "block": "basic", "unit": "full_preact"}},
+               **{"smoke.data": "cifar", "smoke.seeds": [0], "data.cifar10.md5": md5["cifar10"],
+                  "data.cifar100.md5": md5["cifar100"], "data.imagenet.root": str(root / "imagenet")})
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "study", cwd=root)
+    return root
+
+
+def ran(output):
+    return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
+
+
+def test_smoke_study_runs_end_to_end_and_reruns_only_what_changed(project):
+    first = dvc("repro", cwd=project)
+    assert "train@in_r152_full_preact-0" in ran(first.stdout)
+    results = pd.read_csv(project / "reports" / "results.csv")
+    assert list(results.columns) == ["table", "row", "column", "metric", "paper", "median", "mean", "std", "runs",
+                                     "failed", "status"]
+    assert {"1", "2", "3", "4", "5", "custom"} <= set(results.table.astype(str).str.replace("Table ", ""))
+    assert set(results.status.dropna()) <= {"reproduced", "not_reproduced", "fail", "not_run"}
+    runs = pd.read_csv(project / "reports" / "runs.csv")
+    assert (runs[runs.seed == 1].status == "not_run").all()  # the smoke profile trains seed 0 only
+    imagenet = runs[(runs.experiment == "in_r152_full_preact") & (runs.seed == 0)]
+    assert imagenet.status.item() == "finished"
+    assert (project / "reports" / "report.html").stat().st_size > 10_000
+
+    again = dvc("repro", cwd=project)
+    assert ran(again.stdout) == []
+
+    # (the smoke profile replaces depths by its own, so here the edit is the unit)
+    set_params(project, **{"custom.my_r20.unit": "original"})
+    third = dvc("repro", cwd=project)
+    trained = [s for s in ran(third.stdout) if s.startswith("train@")]
+    assert trained == ["train@my_r20-0", "train@my_r20-1"]
+
+    shown = dvc("exp", "show", "--no-pager", "--csv", cwd=project).stdout
+    assert "test_error" in shown
+    dvc("plots", "show", "-o", "plots", cwd=project)
+    page = (project / "plots" / "index.html").read_text()
+    assert "train/loss" in page and "cdn.jsdelivr" not in page  # drawn from the curves, offline
+
+
+def test_bad_params_stop_the_pipeline_before_anything_trains(project, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(project, bad, ignore=shutil.ignore_patterns("runs", "reports", "data", "checkpoints"))
+    set_params(bad, **{"cifar.iteration": 10})
+    result = dvc("repro", cwd=bad, check=False)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "unknown key 'cifar.iteration'" in out and "did you mean 'iterations'" in out
+    assert not (bad / "runs").exists() or not list((bad / "runs").glob("*/seed*"))

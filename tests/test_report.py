@@ -1,0 +1,218 @@
+"""Paper numbers, aggregation, claims, notebooks and the offline HTML report, on a fake runs/ tree."""
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupyter_client.kernelspec
+import pandas as pd
+import pytest
+import yaml
+
+from reproduce import aggregate, render
+from reproduce.aggregate import RESULT_COLUMNS, collect, results
+from reproduce.claims import claims
+from reproduce.config import load_params, run_config
+from reproduce.paper import FAIL, metric_key, paper_numbers, paper_value
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CUSTOM = "r20_full_preact"
+
+
+def write_run(runs, params, experiment, seed, status, test=None, **extra):
+    """One run directory in the trainer's format: metrics.json and DVCLive TSV curves."""
+    run = runs / experiment / f"seed{seed}"
+    metrics = {"status": status, "experiment": experiment, "seed": seed, "profile": params.profile,
+               "digest": run_config(params, experiment).digest(seed), **extra}
+    if status != "not_run":
+        metrics.update({"failed_at": 12 if status == "failed" else None, "iterations": 30,
+                        "precision": "bf16", "device": "cpu", "processes": 1, "wall_s": 90.0, "params": 1000,
+                        "multiply_adds": 10**6})
+    if status == "finished":
+        metrics.update(train_loss=0.3, train_error=9.0, **(test or {}))
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    if status == "not_run":
+        return
+    curves = run / "live" / "plots" / "metrics"
+    logged = {"train/loss": 2.0, "train/error": 80.0, "lr": 0.1}
+    logged.update({f"test/{k.removeprefix('test_')}": v for k, v in (test or {}).items()})
+    for name, last in logged.items():
+        (curves / name).parent.mkdir(parents=True, exist_ok=True)
+        rows = [f"{step}\t{last * (1 + 1 / step)}" for step in (5, 10, 15)]
+        (curves / f"{name}.tsv").write_text("\n".join([f"step\t{Path(name).name}", *rows]) + "\n")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A smoke-profile params.yaml with one custom experiment, and runs of a few experiments: finished,
+    diverged, not run (ImageNet), stale (a seed the params do not ask for) and one without metrics.json."""
+    tmp = tmp_path_factory.mktemp("study")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw.update(profile="smoke", custom={CUSTOM: {"dataset": "cifar10", "depth": 20, "block": "basic",
+                                                 "unit": "full_preact"}})
+    (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
+    params, runs = load_params(tmp / "params.yaml"), tmp / "runs"
+    for seed, error in zip((0, 1), (6.5, 6.7)):
+        write_run(runs, params, "r110_original", seed, "finished", {"test_error": error})
+        write_run(runs, params, "t1_scale_05_05", seed, "finished", {"test_error": 12.0 + seed})
+        write_run(runs, params, "t1_dropout", seed, "failed")
+        write_run(runs, params, "t1_exclusive_gate_b0", seed, "failed")
+        write_run(runs, params, "t1_exclusive_gate_b1", seed, "finished", {"test_error": 85.0})
+        write_run(runs, params, "r1001_original", seed, "finished", {"test_error": 7.6 + seed})
+        write_run(runs, params, "r1001_full_preact", seed, "finished", {"test_error": 4.9})
+        write_run(runs, params, CUSTOM, seed, "finished", {"test_error": 7.0})
+        write_run(runs, params, "in_r152_original", seed, "not_run", reason="set data.imagenet.root")
+    write_run(runs, params, "r110_full_preact", 0, "finished", {"test_error": 6.3})
+    write_run(runs, params, "r110_full_preact", 1, "failed")
+    (runs / "r164_original" / "seed0").mkdir(parents=True)  # running: no metrics.json yet
+    write_run(runs, params, "r110_original", 7, "finished", {"test_error": 50.0})  # a seed smoke does not run
+    (tmp / "bench.json").write_text(json.dumps([{"case": "ResNet-110 bf16", "project_img_s": 240.0,
+                                                 "reference_img_s": 200.0, "ratio": 1.2, "device": "cpu",
+                                                 "precision": "bf16"}]))
+    return tmp, params
+
+
+def test_paper_numbers_have_every_cell():
+    paper = paper_numbers()
+    ours, cited = paper[~paper.literature], paper[paper.literature]
+    assert ours.groupby("table").size().to_dict() == {"Table 1": 11, "Table 2": 10, "Table 3": 12, "Table 4": 5,
+                                                      "Table 5": 12, "Section 5": 4}
+    assert cited.groupby("table").size().to_dict() == {"Table 4": 18, "Table 5": 2}
+    assert (cited.experiment == "").all() and (ours.experiment != "").all()
+    assert not paper.duplicated(["table", "row", "column", "metric"]).any()
+    fails = paper[paper.paper == FAIL]
+    assert list(fails.experiment) == ["t1_scale_0_1", "t1_scale_05_1", " ".join(
+        f"t1_exclusive_gate_b{i}" for i in range(6)), "t1_dropout"]
+    assert all(paper_value(p) > 0 for p in paper.paper if p != FAIL)
+    cell = paper.set_index(["table", "row", "column", "metric"]).paper
+    assert cell["Table 3", "CIFAR-10 ResNet-1001", "baseline unit", "test_error"] == "7.61"
+    assert cell["Table 5", "ResNet-200, pre-act Residual Unit (scale)", "320x320", "top5"] == "5.3"
+    assert cell["Section 5", "ResNet-101, BN after addition", "224x224", "top1"] == "24.6"
+    spread = paper.dropna(subset=["paper_mean"])
+    assert list(zip(spread.paper_mean, spread.paper_std)) == [(4.89, 0.14), (4.69, 0.20), (22.68, 0.22)]
+    named = {e for names in ours.experiment for e in names.split()}
+    assert named == set(load_params(ROOT / "params.yaml").experiments)  # every experiment feeds a cell
+    assert metric_key("top1", "320x320") == "test_top1_center320"
+
+
+def test_results_one_row_per_cell(study):
+    tmp, params = study
+    runs = collect(tmp / "runs", params)
+    assert len(runs) == 2 * 9 + 2 + 1 + 1  # every run directory, stale and unfinished ones included
+    assert not runs.set_index(["experiment", "seed"]).loc[("r110_original", 7), "current"]
+    assert (runs.profile.dropna() == "smoke").all()
+    table = results(runs, paper_numbers(), params)
+    assert list(table.columns) == RESULT_COLUMNS
+    assert len(table) == (~paper_numbers().literature).sum() + 1
+    assert set(table.status) <= {"reproduced", "not_reproduced", "fail", "not_run", ""}
+    status = table.set_index(["table", "row", "column"]).status
+    first = table.iloc[0]
+    assert (first["median"], first.runs, first.failed) == (6.6, 2, 0)  # the stale seed 7 is not counted
+    assert status["Table 1", "original [1]", "error (%)"] == "reproduced"
+    assert status["Table 1", "constant scaling: 0.5 on shortcut, 0.5 on F", "error (%)"] == "reproduced"
+    assert status["Table 1", "dropout shortcut (0.5)", "error (%)"] == "reproduced"  # paper fail, ours diverged
+    assert status["Table 1", "exclusive gating: init b_g = 0 to -5", "error (%)"] == "reproduced"
+    assert status["Table 1", "1x1 conv shortcut", "error (%)"] == "not_run"
+    assert status["Table 2", "full pre-activation", "ResNet-110"] == "fail"  # half the seeds diverged
+    assert status["Table 2", "original Residual Unit [1]", "ResNet-164"] == "not_run"  # no metrics.json yet
+    assert status["Table 3", "CIFAR-10 ResNet-1001", "baseline unit"] == "reproduced"
+    assert status["Table 3", "CIFAR-10 ResNet-1001", "pre-activation unit"] == "reproduced"
+    assert status["Table 5", "ResNet-152, original Residual Unit [1] (scale)", "320x320"].eq("not_run").all()
+    custom = table[table.table == "custom"].iloc[0]
+    assert (custom.row, custom["median"], custom.status) == (CUSTOM, 7.0, "")
+
+
+def test_paper_numbers_as_runs_reproduce_everything():
+    """Runs that got exactly the paper's numbers reproduce every cell and all four claims."""
+    rows = []
+    for cell in paper_numbers().query("not literature").itertuples():
+        for experiment in cell.experiment.split():
+            failed = cell.paper == FAIL
+            rows.append({"experiment": experiment, "seed": 0, "current": True,
+                         "status": "failed" if failed else "finished",
+                         metric_key(cell.metric, cell.column): None if failed else paper_value(cell.paper)})
+    runs = pd.DataFrame(rows).groupby(["experiment", "seed"], as_index=False).first()
+    runs = runs.reindex(columns=aggregate.RUN_COLUMNS).assign(current=True)
+    assert (results(runs, paper_numbers()).status == "reproduced").all()
+    judged = claims(runs, paper_numbers())
+    assert (judged.status == "reproduced").all(), judged.evidence.tolist()
+    worse = runs.assign(test_error=runs.test_error.where(runs.experiment != "r1001_full_preact", 7.0))
+    assert claims(worse, paper_numbers()).status.tolist()[2] == "not reproduced"
+    nothing = claims(runs.iloc[:0], paper_numbers())
+    assert (nothing.status == "not run").all()
+
+
+def test_aggregate_writes_csvs(study, tmp_path):
+    tmp, _ = study
+    aggregate.run(argparse.Namespace(params=tmp / "params.yaml", runs=tmp / "runs", out=tmp_path))
+    assert list(pd.read_csv(tmp_path / "results.csv").columns) == RESULT_COLUMNS
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert {"experiment", "seed", "status", "profile", "current", "wall_s"} <= set(runs.columns)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_report_functions_before_any_run(study, tmp_path, monkeypatch):
+    """Nothing has run yet: every table, figure and section says so instead of crashing."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from reproduce import report
+
+    tmp, _ = study
+    monkeypatch.chdir(ROOT)
+    empty = report.load_study(tmp_path / "runs", tmp / "params.yaml")
+    assert empty.runs.empty and (empty.results.status == "not_run").all()
+    assert (claims(empty.runs, empty.paper).status == "not run").all()
+    report.show_banner(empty)
+    report.show_claims(empty)
+    for table in empty.paper.table.unique():
+        report.show_table(empty, table)
+    report.plot_pairs(empty, [("r1001_original", "r1001_full_preact")])
+    report.show_custom(empty)
+    report.show_provenance(empty)
+    report.show_bench(tmp_path / "bench.json")
+    assert (report.compute_used(empty)["device-hours"] == 0).all()
+
+
+def test_python3_kernel_is_this_environment():
+    """papermill -k python3 must run the notebooks with this venv's python (jupyter_client substitutes
+    sys.executable for a bare `python` in the kernelspec)."""
+    argv = jupyter_client.kernelspec.get_kernel_spec("python3").argv
+    assert argv[0] in ("python", "python3") or Path(argv[0]).resolve().is_relative_to(Path(sys.prefix).resolve())
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom(notebook, study, tmp_path):
+    tmp, _ = study
+    source = json.loads(notebook.read_text())
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in source["cells"] if
+               c["cell_type"] == "code"), "notebooks are committed without outputs"
+    tagged = [c for c in source["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    names = re.findall(r"^(\w+) =", "".join(tagged[0]["source"]), re.M)
+    given = {"params_path": tmp / "params.yaml", "runs_dir": tmp / "runs", "bench_json": tmp / "bench.json"}
+    args = [a for name in names if name in given for a in ("-p", name, str(given[name]))]
+    done = subprocess.run([sys.executable, "-m", "papermill", str(notebook), str(tmp_path / notebook.name),
+                           "-k", "python3", "--cwd", str(ROOT), "--no-progress-bar", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_report_html_is_offline_and_complete(study, tmp_path):
+    tmp, _ = study
+    html = tmp_path / "report.html"
+    render.run(argparse.Namespace(params=tmp / "params.yaml", runs=tmp / "runs", bench=tmp / "bench.json",
+                                  notebook=ROOT / "notebooks" / "report.ipynb", out=html))
+    page = html.read_text()
+    assert not re.search(r"<script[^>]+src=", page)
+    assert not re.search(r"""<link[^>]+href=["']?(https?:)?//""", page)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//|url\(["']?(https?:)?//|@import""", page)
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) >= 3
+    assert page.count("<table") >= 8
+    for text in ("SMOKE PROFILE", "four claims", "ResNet-1001 gains most", "Table 5", "literature", CUSTOM,
+                 "What was run", "device-hours", "Benchmark", "torch", "5.93"):
+        assert text in page, text
+    assert "def " not in page and "R.show_table" not in page  # no input cells
