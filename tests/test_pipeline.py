@@ -114,3 +114,31 @@ def test_bad_params_stop_the_pipeline_before_anything_trains(project, tmp_path):
     out = result.stdout + result.stderr
     assert "unknown key 'cifar.iteration'" in out and "did you mean 'iterations'" in out
     assert not (bad / "runs").exists() or not list((bad / "runs").glob("*/seed*"))
+
+
+def test_the_report_renders_offline_in_a_real_browser(project):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    dvc("repro", cwd=project)  # a no-op after the end-to-end test; the whole study when run alone
+    report = project / "reports" / "report.html"
+    requests, failed = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("networkidle")
+        tables = page.locator("table").count()
+        images = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        text = page.inner_text("body")
+        page.screenshot(path=str(project / "reports" / "report.png"), full_page=True)
+        browser.close()
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == [] and failed == []
+    assert tables >= 8 and len(images) >= 3 and all(images)
+    assert "smoke" in text.lower() and "Table 5" in text
+    assert (project / "reports" / "report.png").stat().st_size > 50_000
