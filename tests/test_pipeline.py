@@ -1,8 +1,11 @@
 """The study as a DVC pipeline, end to end on the smoke profile with generated CIFAR archives and ImageNet."""
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -40,15 +43,13 @@ def set_params(root, **changes):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A fresh git + DVC repository holding this project's pipeline, notebooks and package."""
-    root = tmp_path_factory.mktemp("study")
-    for name in ("dvc.yaml", "params.yaml"):
+def make_project(root, experiments, **changes):
+    """A fresh git + DVC repository holding this project's pipeline, notebooks and package, with generated
+    CIFAR archives and ImageNet folder, and `experiments` (plus dotted-key `changes`) in its params.yaml."""
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     for folder in ("notebooks", "reproduce"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-    shutil.copy(REPO / ".gitignore", root / ".gitignore")
     git("init", "-q", cwd=root)
     git("config", "user.email", "test@example.com", cwd=root)
     git("config", "user.name", "test", cwd=root)
@@ -60,15 +61,19 @@ def project(tmp_path_factory):
     raw.mkdir(parents=True)
     md5 = {name: make_archive(name, raw)[1] for name in ("cifar10", "cifar100")}
     make_imagenet(root / "imagenet")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    experiments = {k: v for k, v in params["experiments"].items() if k in KEEP}
-    set_params(root, profile="smoke", seeds=[0, 1], experiments=experiments,
-               custom={"my_r20": {"dataset": "cifar10", "depth": 20, "block": "basic", "unit": "full_preact"}},
-               **{"smoke.data": "cifar", "smoke.seeds": [0], "data.cifar10.md5": md5["cifar10"],
-                  "data.cifar100.md5": md5["cifar100"], "data.imagenet.root": str(root / "imagenet")})
+    set_params(root, experiments=experiments, **{"data.cifar10.md5": md5["cifar10"], "data.cifar100.md5": md5["cifar100"],
+                                                 "data.imagenet.root": str(root / "imagenet"), **changes})
     git("add", "-A", cwd=root)
     git("commit", "-qm", "study", cwd=root)
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    return make_project(tmp_path_factory.mktemp("study"), {k: v for k, v in params["experiments"].items() if k in KEEP},
+                        profile="smoke", seeds=[0, 1], **{"smoke.data": "cifar", "smoke.seeds": [0]},
+                        custom={"my_r20": {"dataset": "cifar10", "depth": 20, "block": "basic", "unit": "full_preact"}})
 
 
 def ran(output):
@@ -142,3 +147,28 @@ def test_the_report_renders_offline_in_a_real_browser(project):
     assert tables >= 8 and len(images) >= 3 and all(images)
     assert "smoke" in text.lower() and "Table 5" in text
     assert (project / "reports" / "report.png").stat().st_size > 50_000
+
+
+def test_an_interrupted_repro_resumes_its_run_and_ends_the_same(tmp_path):
+    slow = {"slow": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
+    root = make_project(tmp_path, slow, seeds=[0], **{"cifar.iterations": 300, "cifar.milestones": [150, 250],
+                                                       "cifar.batch_size": 32, "cifar.log_every": 10,
+                                                       "cifar.checkpoint_every": 50, "cifar.eval_every": 100})
+    run = [sys.executable, "-m", "reproduce", "train", "--experiment", "slow", "--seed", "0"]
+    subprocess.run(DVC + ["repro", "download@cifar10"], cwd=root, check=True, capture_output=True, env=ENV)
+    subprocess.run(run + ["--out", "reference"], cwd=root, check=True, capture_output=True, env=ENV)
+    proc = subprocess.Popen(DVC + ["repro", "train@slow-0"], cwd=root, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((root / "checkpoints").glob("*.pt")) and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the training process under it
+    proc.wait()
+    assert not (root / "runs" / "slow" / "seed0" / "metrics.json").exists()
+    again = dvc("repro", "train@slow-0", cwd=root)
+    assert "resuming from iteration" in again.stdout
+    finished, reference = (json.loads((root / d / "metrics.json").read_text())
+                           for d in ("runs/slow/seed0", "reference"))
+    for m in (finished, reference):
+        m.pop("wall_s")
+    assert finished == reference

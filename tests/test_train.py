@@ -162,3 +162,22 @@ def test_digits_are_learned_by_a_preact_resnet(study, monkeypatch):
     monkeypatch.chdir(study)
     m = train(run_config(params, "tiny"), 0, params.speed, Path("runs/digits"), Path("ck"))
     assert m["test_error"] <= 10.0  # ≥ 90% of 500 held-out handwritten digits
+
+
+def test_an_unwritable_run_directory_is_one_clear_error(study):
+    (study / "runs").mkdir()
+    (study / "runs" / "tiny").write_text("a file where the run's folder should be")
+    result = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=study, check=False)
+    assert result.returncode == 2 and "cannot write to runs/tiny/seed0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_of_another_config_is_refused(study):
+    params = load_params(study / "params.yaml")
+    cfg = run_config(params, "tiny")
+    (study / "checkpoints").mkdir()
+    foreign = {"digest": "0123456789abcdef", "iteration": 10}
+    torch.save(foreign, study / "checkpoints" / f"tiny-seed0-{cfg.digest(0)}.pt")
+    result = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=study, check=False)
+    assert result.returncode == 2 and "different run config" in result.stderr and "refusing" in result.stderr
+    assert not (study / "runs" / "tiny" / "seed0" / "metrics.json").exists()
