@@ -78,21 +78,26 @@ def make_imagenet(root):
 
 
 
-def write_params(folder, experiments, **changes):
-    """A params.yaml in `folder`: the repository's, with a tiny CIFAR protocol, `experiments`, and
-    `changes` given as dotted keys ({"cifar.iterations": 40})."""
-    params = yaml.safe_load(open(REPO / "params.yaml"))
-    params["cifar"].update(iterations=40, milestones=[20, 30], warmup_iterations=5, batch_size=32,
-                           log_every=5, checkpoint_every=10, eval_every=20, eval_batch_size=100)
-    params["experiments"] = experiments
+def edit_params(path, **changes):
+    """Set dotted keys ({"cifar.iterations": 40}) in the params file at `path`."""
+    params = yaml.safe_load(Path(path).read_text())
     for key, value in changes.items():
         *parents, last = key.split(".")
         node = params
         for part in parents:
             node = node[part]
         node[last] = value
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return folder / "params.yaml"
+    Path(path).write_text(yaml.safe_dump(params, sort_keys=False))
+    return Path(path)
+
+
+def write_params(folder, experiments, **changes):
+    """A params.yaml in `folder`: the repository's, with a tiny CIFAR protocol, `experiments` and `changes`."""
+    (folder / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    tiny = dict(iterations=40, milestones=[20, 30], warmup_iterations=5, batch_size=32, log_every=5,
+                checkpoint_every=10, eval_every=20, eval_batch_size=100)
+    return edit_params(folder / "params.yaml", experiments=experiments,
+                       **{f"cifar.{k}": v for k, v in tiny.items()}, **changes)
 
 
 def run_cli(*args, cwd, check=True, **kw):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, make_archive, make_imagenet
+from conftest import REPO, edit_params, make_archive, make_imagenet
 
 # One experiment or more per table, a custom one, ImageNet: the smoke DAG in miniature.
 KEEP = ["r110_original", "t1_scale_0_1", "r164_full_preact", "r110_1layer_full_preact", "c100_r164_full_preact",
@@ -33,14 +33,7 @@ def git(*args, cwd):
 
 
 def set_params(root, **changes):
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for key, value in changes.items():
-        *parents, last = key.split(".")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(root / "params.yaml", **changes)
 
 
 def make_project(root, experiments, **changes):
