@@ -8,7 +8,12 @@ from .files import atomic_write
 
 
 def save(path, state: dict):
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """torch.save through a file object: the bytes don't depend on the temporary file's name (a path
+    would name the zip's records after it), so DVC sees the same hash for the same content."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+    atomic_write(path, write)
 
 
 def rng_state() -> dict:

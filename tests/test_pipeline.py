@@ -39,6 +39,7 @@ def set_params(root, **changes):
 def make_project(root, experiments, **changes):
     """A fresh git + DVC repository holding this project's pipeline, notebooks and package, with generated
     CIFAR archives and ImageNet folder, and `experiments` (plus dotted-key `changes`) in its params.yaml."""
+    root.mkdir(exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     for folder in ("notebooks", "reproduce"):
@@ -165,3 +166,22 @@ def test_an_interrupted_repro_resumes_its_run_and_ends_the_same(tmp_path):
     for m in (finished, reference):
         m.pop("wall_s")
     assert finished == reference
+
+
+def test_a_second_machine_takes_finished_runs_from_the_run_cache(tmp_path):
+    tiny = {"tiny": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
+    first = make_project(tmp_path / "first", tiny, seeds=[0], **{"cifar.iterations": 20, "cifar.milestones": [10],
+                                                                  "cifar.batch_size": 16, "cifar.log_every": 10,
+                                                                  "cifar.checkpoint_every": 10, "cifar.eval_every": 20})
+    dvc("remote", "add", "-d", "shared", str(tmp_path / "remote"), cwd=first)
+    git("commit", "-qam", "remote", cwd=first)
+    dvc("repro", "train@tiny-0", cwd=first)
+    dvc("push", "--run-cache", cwd=first)
+    git("clone", "-q", str(first), str(tmp_path / "second"), cwd=tmp_path)
+    second = tmp_path / "second"
+    shutil.copytree(first / "data" / "raw", second / "data" / "raw")  # each machine has the data
+    dvc("fetch", "--run-cache", cwd=second)  # the run cache and the outputs it records
+    result = dvc("repro", "--pull", "train@tiny-0", cwd=second)
+    assert "Running stage 'train@tiny-0'" not in result.stdout and "train@tiny-0" in result.stdout
+    assert (second / "runs" / "tiny" / "seed0" / "metrics.json").read_text() == \
+        (first / "runs" / "tiny" / "seed0" / "metrics.json").read_text()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from ..files import atomic_write
+from ..checkpoint import save
 
 TEST_IMAGES = 500
 
@@ -26,5 +26,5 @@ def digits_as_cifar(stand_in_for: str) -> dict:
 
 def write(stand_in_for: str, out_path):
     data = digits_as_cifar(stand_in_for)
-    atomic_write(out_path, lambda tmp: torch.save(data, tmp))
+    save(out_path, data)
     return data

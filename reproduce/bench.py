@@ -1,0 +1,284 @@
+"""`python -m reproduce bench`: the project's training path against the way most public CIFAR code does it.
+
+Reference: torchvision's CIFAR10 with per-image RandomCrop(32, 4), RandomHorizontalFlip, ToTensor,
+Normalize through a DataLoader (2 workers, shuffle, batch 128), an eager fp32 NCHW network. Project:
+CifarStream batches on the device, bf16 autocast, channels_last (reproduce/loop.py). The two sides are
+timed in alternation (A, B, A, B, ...) so that machine noise hits both; numbers are medians.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .data import cifar
+from .data.augment import CifarStream
+from .errors import UserError
+from .files import write_json
+from .loop import make_optimizer
+from .models import build_model, describe
+from .plan import peak_tflops
+
+BATCH = 128
+R110 = dict(dataset="cifar10", depth=110, block="basic", unit="original")
+R1001 = dict(dataset="cifar10", depth=1001, block="bottleneck", unit="full_preact")
+PROTOCOL = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, weight_decay_bn=True)
+# (field, sense, bound): targets for this project on a 2-core CPU with AMX, checked on CPU only.
+TARGETS = {"cifar_data_pipeline": [("ratio", ">=", 20)], "train_resnet110": [("ratio", ">=", 2)],
+           "train_resnet1001_memory": [("ratio", ">=", 4), ("time_ratio", "<=", 1.4)]}
+# quick: under a minute on 2 CPU cores. rounds = alternations; data_batches = batches per data round.
+SIZES = {"quick": dict(rounds=3, data_rounds=5, data_batches=10, deep_rounds=2, deep_batch=16),
+         "full": dict(rounds=7, data_rounds=7, data_batches=50, deep_rounds=3, deep_batch=BATCH)}
+
+
+def images(path="data/cifar10.pt"):
+    """CIFAR-10's training images if converted already, else random ones of its shape (speed does not
+    depend on pixel values); the second value says which."""
+    if Path(path).exists():
+        data = cifar.load(path)
+        return data["train_x"], data["train_y"], "cifar10"
+    g = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (50000, 3, 32, 32), dtype=torch.uint8, generator=g),
+            torch.randint(0, 10, (50000,), generator=g), "random")
+
+
+def reference_loader(x, y, device):
+    """The usual public CIFAR input pipeline, fed with our images (its constructor would demand the
+    official files and their md5s, so the object is made bare and given its fields)."""
+    from torchvision import transforms as T
+    from torchvision.datasets import CIFAR10
+
+    mean, std = (tuple(v / 255 for v in m) for m in cifar.MEAN_STD["cifar10"])
+    ds = CIFAR10.__new__(CIFAR10)
+    ds.data, ds.targets = x.permute(0, 2, 3, 1).numpy(), y.tolist()  # HWC uint8, as torchvision keeps it
+    ds.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                              T.Normalize(mean, std)])
+    ds.target_transform = None
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=2, drop_last=True,
+                                         persistent_workers=True, pin_memory=device.type == "cuda")
+
+    def forever():
+        while True:
+            for xb, yb in loader:
+                yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+    return forever()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device, fn, *args):
+    sync(device)
+    t = time.perf_counter()
+    fn(*args)
+    sync(device)
+    return time.perf_counter() - t
+
+
+def alternate(device, sides: dict, rounds: int, warmup: int = 1) -> dict:
+    """Seconds per call of each side, medians over `rounds` interleaved calls after `warmup` of each."""
+    for _ in range(warmup):
+        for fn in sides.values():
+            timed(device, fn)
+    times = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            times[name].append(timed(device, fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def data_case(stream, loader, device, size):
+    n, it = size["data_batches"], iter(range(10**9))
+    times = {"project": [], "reference": []}
+    for i in range(1 + size["data_rounds"]):  # the first round warms up (and starts the workers)
+        t = timed(device, lambda: [stream.batch(next(it)) for _ in range(n)])
+        for _ in range(4):  # the 2 workers x 2 batches prefetched while idle come for free: not timed
+            next(loader)
+        u = timed(device, lambda: [next(loader) for _ in range(n)])
+        time.sleep(0.2)  # the workers refill their queues now rather than during the project's turn
+        if i:
+            times["project"].append(t)
+            times["reference"].append(u)
+    project, reference = (n * BATCH / statistics.median(times[k]) for k in ("project", "reference"))
+    return {"case": "cifar_data_pipeline", "project_img_s": project, "reference_img_s": reference,
+            "ratio": project / reference, "precision": "fp32", "batches_per_round": n}
+
+
+def train_step(model, opt, batch, precision, device):
+    """One iteration as reproduce/loop.py does it."""
+    x, y = batch()
+    with torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext():
+        loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def project_trainer(spec, stream, precision, device):
+    model = build_model(**spec).to(device, memory_format=torch.channels_last).train()
+    opt, it = make_optimizer(model, PROTOCOL), iter(range(10**9))
+    return lambda: train_step(model, opt, lambda: stream.batch(next(it)), precision, device)
+
+
+def train_cases(stream, loader, device, size):
+    model = build_model(**R110).to(device).train()  # eager fp32 NCHW, plain SGD
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    sides = {"bf16": project_trainer(R110, stream, "bf16", device),
+             "fp32": project_trainer(R110, stream, "fp32", device),
+             "reference": lambda: train_step(model, opt, lambda: next(loader), "fp32", device)}
+    s = alternate(device, sides, size["rounds"])
+    records = []
+    for name, precision in (("train_resnet110", "bf16"), ("train_resnet110_fp32", "fp32")):
+        r = {"case": name, "project_img_s": BATCH / s[precision], "reference_img_s": BATCH / s["reference"],
+             "ratio": s["reference"] / s[precision], "precision": f"{precision} channels_last vs fp32 NCHW",
+             "batch_size": BATCH}
+        if device.type == "cuda":
+            r.update(gpu_utilisation(r["project_img_s"], device))
+        records.append(r)
+    return records
+
+
+def gpu_utilisation(img_s, device) -> dict:
+    """Training multiply-adds per second (forward x 3 for forward + backward) against the GPU's bf16 peak."""
+    name = torch.cuda.get_device_name(device)
+    rate = describe(**R110)["multiply_adds"] * 3 * img_s
+    peak = peak_tflops(name)
+    return {"gpu": name, "multiply_adds_per_s": rate,
+            "peak_fraction": rate / (peak * 1e12 / 2) if peak else None}  # 2 FLOPs per multiply-add
+
+
+def status_bytes(key) -> int:
+    """A size from /proc/self/status (Linux), in bytes."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def step_peak(device, step) -> int:
+    """Bytes one training step adds, at its peak, to what was held before it: on CUDA the caching
+    allocator's peak; on CPU the peak resident size (Linux), reset just before the step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from the current size
+    before = status_bytes("VmRSS")
+    step()
+    return status_bytes("VmHWM") - before
+
+
+def deep_steps(batch, device) -> dict:
+    """A ResNet-1001 training step on a fixed batch, with (True) and without (False) checkpointing."""
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    steps = {}
+    for ckpt in (True, False):
+        model = build_model(**R1001, activation_checkpointing=ckpt).to(device, memory_format=torch.channels_last)
+        opt = make_optimizer(model.train(), PROTOCOL)
+        steps[ckpt] = lambda m=model, o=opt: train_step(m, o, lambda: (x, y), "bf16", device)
+    return steps
+
+
+def memory_probe(batch, device):
+    """Run in a fresh process: each side's first step, checkpointed first (one-off costs of a first
+    step, such as oneDNN's primitive caches, then count against it: the ratio is not flattered)."""
+    device = torch.device(device)
+    steps = deep_steps(batch, device)
+    print(json.dumps({str(ckpt): step_peak(device, steps[ckpt]) for ckpt in (True, False)}))
+
+
+def peak_bytes(batch, device) -> dict:
+    """{checkpointing: peak bytes of one step}, from a fresh process so that no allocator history counts.
+    On CPU glibc maps every allocation of 128 KiB or more on its own and unmaps it when freed, so the
+    resident size follows the live tensors rather than memory the allocator keeps for later."""
+    code = f"from reproduce.bench import memory_probe; memory_probe({batch}, {str(device)!r})"
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise UserError(f"the ResNet-1001 memory probe (batch {batch}) failed with exit {out.returncode} "
+                        f"(-9 is usually out of memory): {out.stderr.strip()[-500:]}")
+    return {k == "True": v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def memory_case(device, size):
+    batch = size["deep_batch"]
+    peaks = peak_bytes(batch, device)
+    s = alternate(device, deep_steps(batch, device), size["deep_rounds"])
+    return {"case": "train_resnet1001_memory", "ratio": peaks[False] / peaks[True],
+            "project_img_s": batch / s[True], "reference_img_s": batch / s[False],
+            "time_ratio": s[True] / s[False], "precision": "bf16 channels_last", "batch_size": batch,
+            "peak_mib_with_checkpointing": peaks[True] / 2**20, "peak_mib_without": peaks[False] / 2**20,
+            "note": "project = with activation checkpointing, reference = without; ratio = peak memory "
+                    "without / with" + ("" if batch == BATCH else f"; batch {batch}, not 128 (--quick)")}
+
+
+def check(record) -> list:
+    """'field value op bound: met/NOT met' for each target of the record's case (CPU only)."""
+    found = []
+    for field, sense, bound in TARGETS.get(record["case"], []) if record["device"] == "cpu" else []:
+        value = record[field]
+        met = value >= bound if sense == ">=" else value <= bound
+        found.append((f"{field} {value:.2f} {sense} {bound}", met))
+    return found
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer, shorter timed steps (under a minute on 2 CPU cores)")
+    parser.add_argument("--steps", type=int, help="timed rounds per case (overrides the mode's)")
+    parser.add_argument("--out", default="reports/bench.json", help="where the records go")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def run(args):
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible; use auto or cpu")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    size = dict(SIZES["quick" if args.quick else "full"])
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be at least 1 (got {args.steps})")
+    if args.steps:
+        size.update(rounds=args.steps, data_rounds=args.steps, deep_rounds=args.steps)
+    x, y, data = images()
+    shown = "data/cifar10.pt" if data == "cifar10" else "RANDOM (no data/cifar10.pt; speed does not depend on pixels)"
+    print(f"bench on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+          f"{'quick' if args.quick else 'full'}; images: {shown}")
+    stream = CifarStream(x, y, "cifar10", BATCH, seed=0, device=device, memory_format=torch.channels_last)
+    loader = reference_loader(x, y, device)
+    records = []
+    for what, case in (("the data pipeline", lambda: [data_case(stream, loader, device, size)]),
+                       ("ResNet-110 training", lambda: train_cases(stream, loader, device, size)),
+                       ("ResNet-1001 memory and checkpointing time", lambda: [memory_case(device, size)])):
+        t = time.perf_counter()
+        print(f"timing {what} ...", flush=True)
+        found = case()
+        for r in found:
+            r["wall_s"] = time.perf_counter() - t  # of the case's whole measurement
+        records += found
+    print(f"{'case':<26}{'project':>12}{'reference':>12}{'ratio':>9}  target")
+    for r in records:
+        r.update(device=device.type, data=data)
+        checks = check(r)
+        r["targets_met"] = all(met for _, met in checks) if checks else None
+        print(f"{r['case']:<26}{r['project_img_s']:>8.0f} i/s{r['reference_img_s']:>8.0f} i/s{r['ratio']:>8.2f}x  "
+              + "; ".join(f"{text}: {'met' if met else 'NOT met'}" for text, met in checks))
+    m = records[-1]
+    print(f"ResNet-1001 step, batch {m['batch_size']}: peak {m['peak_mib_without']:.0f} MiB without checkpointing, "
+          f"{m['peak_mib_with_checkpointing']:.0f} MiB with; step time x{m['time_ratio']:.2f} with")
+    for r in records:
+        if r.get("multiply_adds_per_s"):
+            print(f"{r['case']}: {r['multiply_adds_per_s'] / 1e12:.1f} T multiply-adds/s"
+                  + (f", {100 * r['peak_fraction']:.0f}% of {r['gpu']}'s bf16 peak" if r["peak_fraction"] else ""))
+    write_json(args.out, records)
+    print(f"wrote {args.out}")

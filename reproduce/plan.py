@@ -1,0 +1,162 @@
+"""`python -m reproduce plan`: what the study in params.yaml costs, before anything trains.
+
+Cost is counted in multiply-adds: a network's forward count (`describe`) × 3 for forward + backward,
+× the images a run sees. Hours follow from a multiply-add rate: this device's, measured on a few
+training steps of a small network, and a named GPU's bf16 peak × a stated efficiency.
+"""
+import argparse
+import math
+import statistics
+import time
+
+from .config import load_params, not_run_reason, run_config
+from .errors import UserError, did_you_mean
+
+IMAGENET_TRAIN = 1_281_167
+# Dense bf16 tensor-core peaks in TFLOPS (NVIDIA datasheets; 2 FLOPs per multiply-add). Matched in
+# order against a device name, so the PCIe/NVL variants come before the plain name.
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756, "H100 NVL": 835, "H100": 989, "H200": 989, "A100": 312}
+# --no-measure: ResNet-110 at ~240 img/s (bf16, channels_last) on a 2-core AMX CPU, in multiply-adds/s.
+DEFAULT_RATE = 240 * 252_887_680 * 3
+PROBE = dict(dataset="cifar10", depth=20, block="basic", unit="full_preact")
+# The counter counts convolutions and matrix products only: where BN/ReLU sit and the shortcut's
+# constants change no count, so networks differing only in these are described once.
+NOT_COUNTED = ("unit", "gate_bias", "shortcut_scale", "residual_scale", "dropout_p")
+
+
+def peak_tflops(name: str):
+    """bf16 peak of a GPU named like 'H100' or 'NVIDIA H100 80GB HBM3'; None when not in the table."""
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k.lower() in name.lower()), None)
+
+
+def table_of(name: str, dataset: str, custom: bool) -> str:
+    """The paper table an experiment belongs to, from its name (r110_original is shared: Table 1)."""
+    if custom:
+        return "custom"
+    if name.startswith("t1_") or name == "r110_original":
+        return "Table 1"
+    if name.startswith("in_") or dataset == "imagenet":
+        return "Table 5"
+    if name.startswith(("r1001", "c100_")) or "_1layer_" in name:
+        return "Table 3/4"
+    if name.startswith(("r110_", "r164_")):
+        return "Table 2"
+    return "other"
+
+
+def measure_rate(speed, steps=3) -> float:
+    """This device's multiply-adds per second on training steps of ResNet-20 at batch 128 (the
+    params' precision and memory format); deeper and wider networks may run at another rate."""
+    from contextlib import nullcontext
+
+    import torch
+    import torch.nn.functional as F
+
+    from .models import build_model, describe
+
+    if speed.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("speed.device is 'cuda' but no CUDA device is visible; use --no-measure or another device")
+    cuda = speed.device == "cuda" or (speed.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    fmt = torch.channels_last if speed.channels_last else torch.contiguous_format
+    model = build_model(**PROBE).to(device, memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(128, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (128,), device=device)
+    times = []
+    for i in range(steps + 1):  # the first step warms up
+        t = time.perf_counter()
+        with torch.autocast(device.type, torch.bfloat16) if speed.precision == "bf16" else nullcontext():
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return describe(**PROBE)["multiply_adds"] * 3 * 128 / statistics.median(times[1:])
+
+
+def runs(params):
+    """One row per experiment: its table, iterations, batch, training multiply-adds and why it would not run."""
+    from tqdm import tqdm
+
+    from .models import describe
+
+    rows, counts = [], {}
+    for name, exp in tqdm(params.all_experiments().items(), desc="counting multiply-adds", leave=False,
+                          disable=None):
+        cfg = run_config(params, name)
+        p, model = cfg.protocol, cfg.model
+        key = tuple(sorted((k, v) for k, v in model.items() if k not in NOT_COUNTED))
+        if key not in counts:
+            counts[key] = describe(**model)["multiply_adds"]
+        per_image = counts[key]
+        if model["dataset"] == "imagenet":
+            size = cfg.data.get("size", 224)
+            per_image *= (size / 224) ** 2  # smoke crops: convolutions scale with the pixels (approximately)
+            iterations = p["epochs"] * math.ceil((cfg.data.get("train_images") or IMAGENET_TRAIN) / p["batch_size"])
+        else:
+            iterations = p["iterations"]
+        rows.append(dict(name=name, table=table_of(name, model["dataset"], name in params.custom),
+                         network=f"{model['dataset']} {model['depth']} {model['block']} {model['unit']}",
+                         iterations=iterations, batch=p["batch_size"],
+                         multiply_adds=3 * per_image * iterations * p["batch_size"],
+                         skipped=not_run_reason(params, cfg, params.run_seeds()[0])))
+    return rows
+
+
+def hours(multiply_adds, rate):
+    h = multiply_adds / rate / 3600
+    return f"{h:,.0f} h" if h >= 10 else f"{h:.1f} h" if h >= 0.1 else f"{60 * h:.1f} min"
+
+
+def add_arguments(parser):
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--gpu", default="H100", help=f"GPU for the estimate: {', '.join(PEAK_BF16_TFLOPS)}")
+    parser.add_argument("--efficiency", type=float, default=0.35,
+                        help="fraction of the GPU's bf16 peak a training run reaches (default 0.35)")
+    parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
+                        help="time a few steps on this device (--no-measure: a 2-core AMX CPU's rate)")
+
+
+def run(args):
+    params = load_params(args.params)
+    peak = peak_tflops(args.gpu)
+    if peak is None:
+        raise UserError(f"unknown GPU '{args.gpu}'{did_you_mean(args.gpu, PEAK_BF16_TFLOPS)}; "
+                        f"known: {', '.join(PEAK_BF16_TFLOPS)}")
+    if not 0 < args.efficiency <= 1:
+        raise UserError(f"--efficiency must be in (0, 1] (got {args.efficiency})")
+    gpu_rate = peak * 1e12 / 2 * args.efficiency
+    rate = measure_rate(params.speed) if args.measure else DEFAULT_RATE
+    rows = runs(params)
+    seeds = len(params.run_seeds())
+    gpu = f"{args.gpu} @{100 * args.efficiency:.0f}%"
+    how = "measured on ResNet-20 training steps" if args.measure else "a 2-core AMX CPU's, not measured"
+    print(f"{args.params}: profile {params.profile}, {len(rows)} experiments x {seeds} seeds. Multiply-adds/s: "
+          f"this device {rate / 1e9:,.0f} G ({how}); {gpu} {gpu_rate / 1e12:,.0f} T. Hours are per run (one seed).")
+    print("Small CIFAR networks reach far less of a GPU's peak than large ones: `bench` on the GPU reports the "
+          "fraction ResNet-110 reaches (peak_fraction); pass it as --efficiency.")
+    tables = {}
+    for r in rows:
+        tables.setdefault(r["table"], []).append(r)
+    for table, group in tables.items():
+        print(f"\n{table}\n  {'experiment':<28}{'network':<40}{'iterations':>11}{'batch':>6}{'P mult-adds':>12}"
+              f"{'this device':>13}{gpu:>13}")
+        for r in group:
+            print(f"  {r['name']:<28}{r['network']:<40}{r['iterations']:>11,}{r['batch']:>6}"
+                  f"{r['multiply_adds'] / 1e15:>12.2f}{hours(r['multiply_adds'], rate):>13}"
+                  f"{hours(r['multiply_adds'], gpu_rate):>13}" + (f"  ({r['skipped']})" if r["skipped"] else ""))
+    one, all_seeds = f"{gpu}, 1 seed", f"{seeds} seeds"
+    print(f"\n{'totals':<12}{'runs':>5}{'this device, 1 seed':>22}{all_seeds:>12}{one:>24}{all_seeds:>12}")
+    for name, group in [*tables.items(), ("all", rows)]:
+        cost = sum(r["multiply_adds"] for r in group)
+        print(f"{name:<12}{len(group) * seeds:>5}{hours(cost, rate):>22}{hours(cost * seeds, rate):>12}"
+              f"{hours(cost, gpu_rate):>24}{hours(cost * seeds, gpu_rate):>12}")
+    skipped = [r for r in rows if r["skipped"]]
+    if skipped:
+        cost = sum(r["multiply_adds"] for r in rows if not r["skipped"])
+        reasons = "; ".join(sorted({r["skipped"] for r in skipped}))
+        print(f"{len(skipped)} experiments will not run ({reasons}); the rest: "
+              f"{hours(cost * seeds, rate)} here, {hours(cost * seeds, gpu_rate)} on {gpu}")
