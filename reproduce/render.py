@@ -6,7 +6,7 @@ from pathlib import Path
 import papermill
 from nbconvert import HTMLExporter
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .errors import UserError
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -33,6 +33,8 @@ def add_arguments(parser):
                         help="benchmark records, shown if the file exists (default: reports/bench.json)")
     parser.add_argument("--notebook", default="notebooks/report.ipynb", help="(default: notebooks/report.ipynb)")
     parser.add_argument("--out", default="reports/report.html", help="(default: reports/report.html)")
+    parser.add_argument("--readme", metavar="PATH",
+                        help="also fill the results section of this README (between its results markers)")
 
 
 def run(args):
@@ -43,3 +45,30 @@ def run(args):
                   "bench_json": str(Path(args.bench).resolve())}
     render(args.notebook, args.out, parameters)
     print(f"{args.out}: written")
+    if args.readme:
+        fill_readme(Path(args.readme), args.params, args.runs, args.out)
+
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def fill_readme(readme: Path, params_path, runs_dir, html):
+    """Replace the text between the README's results markers with the claims' verdicts and evidence."""
+    from .aggregate import collect
+    from .claims import claims
+    from .config import load_params
+    from .paper import paper_numbers
+
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise UserError(f"{readme} has no results section: add the lines {BEGIN} and {END}")
+    params = load_params(params_path)
+    verdicts = claims(collect(runs_dir, params), paper_numbers())
+    lines = [f"Profile `{params.profile}`" + (" (SMOKE: these verdicts say nothing about the paper)"
+                                              if params.profile == "smoke" else "") + f"; details in `{html}`.",
+             "", "| claim | status | evidence |", "|---|---|---|"]
+    lines += [f"| {c.claim} | {c.status} | {c.evidence.replace('|', '/')} |" for c in verdicts.itertuples()]
+    head, rest = text.split(BEGIN, 1)
+    filled = head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + rest.split(END, 1)[1]
+    atomic_write(readme, lambda t: Path(t).write_text(filled))
+    print(f"{readme}: results section filled")

@@ -15,6 +15,7 @@ from reproduce import aggregate, render
 from reproduce.aggregate import RESULT_COLUMNS, collect, results
 from reproduce.claims import claims
 from reproduce.config import load_params, run_config
+from reproduce.errors import UserError
 from reproduce.paper import FAIL, metric_key, paper_numbers, paper_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +217,20 @@ def test_report_html_is_offline_and_complete(study, tmp_path):
                  "What was run", "device-hours", "Benchmark", "torch", "5.93"):
         assert text in page, text
     assert "def " not in page and "R.show_table" not in page  # no input cells
+
+
+def test_the_readme_results_section_is_filled_from_the_runs(study, tmp_path):
+    from reproduce.render import BEGIN, END, fill_readme
+
+    tmp, _ = study
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{BEGIN}\nnot run yet\n{END}\n\n## After\n")
+    fill_readme(readme, tmp / "params.yaml", tmp / "runs", "reports/report.html")
+    text = readme.read_text()
+    assert text.startswith("# Title") and text.endswith("## After\n") and "not run yet" not in text
+    section = text.split(BEGIN)[1].split(END)[0]
+    assert "SMOKE" in section and section.count("\n| ") == 1 + 4  # header row and one row per claim
+    other = tmp_path / "OTHER.md"
+    other.write_text("no markers")
+    with pytest.raises(UserError, match="no results section"):
+        fill_readme(other, tmp / "params.yaml", tmp / "runs", "r.html")
