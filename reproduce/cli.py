@@ -17,6 +17,8 @@ COMMANDS = {
     "aggregate": ("reproduce.aggregate", "collect every run into reports/results.csv beside the paper's numbers"),
     "report": ("reproduce.render", "execute notebooks/report.ipynb and render reports/report.html (offline)"),
     "describe": ("reproduce.cli", "parameter count and multiply-adds of one network"),
+    "plan": ("reproduce.plan", "every run of the current params, its cost and the time it would take"),
+    "bench": ("reproduce.bench", "the fast paths against common public CIFAR code, measured side by side"),
 }
 
 

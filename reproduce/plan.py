@@ -106,9 +106,11 @@ def runs(params):
     return rows
 
 
-def hours(multiply_adds, rate):
-    h = multiply_adds / rate / 3600
-    return f"{h:,.0f} h" if h >= 10 else f"{h:.1f} h" if h >= 0.1 else f"{60 * h:.1f} min"
+def duration(multiply_adds, rate) -> str:
+    seconds = multiply_adds / rate
+    if seconds >= 360:
+        return f"{seconds / 3600:,.0f} h" if seconds >= 36000 else f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def add_arguments(parser):
@@ -132,9 +134,10 @@ def run(args):
     rate = measure_rate(params.speed) if args.measure else DEFAULT_RATE
     rows = runs(params)
     seeds = len(params.run_seeds())
+    all_seeds = f"{seeds} seed{'s' if seeds > 1 else ''}"
     gpu = f"{args.gpu} @{100 * args.efficiency:.0f}%"
     how = "measured on ResNet-20 training steps" if args.measure else "a 2-core AMX CPU's, not measured"
-    print(f"{args.params}: profile {params.profile}, {len(rows)} experiments x {seeds} seeds. Multiply-adds/s: "
+    print(f"{args.params}: profile {params.profile}, {len(rows)} experiments x {all_seeds}. Multiply-adds/s: "
           f"this device {rate / 1e9:,.0f} G ({how}); {gpu} {gpu_rate / 1e12:,.0f} T. Hours are per run (one seed).")
     print("Small CIFAR networks reach far less of a GPU's peak than large ones: `bench` on the GPU reports the "
           "fraction ResNet-110 reaches (peak_fraction); pass it as --efficiency.")
@@ -146,17 +149,17 @@ def run(args):
               f"{'this device':>13}{gpu:>13}")
         for r in group:
             print(f"  {r['name']:<28}{r['network']:<40}{r['iterations']:>11,}{r['batch']:>6}"
-                  f"{r['multiply_adds'] / 1e15:>12.2f}{hours(r['multiply_adds'], rate):>13}"
-                  f"{hours(r['multiply_adds'], gpu_rate):>13}" + (f"  ({r['skipped']})" if r["skipped"] else ""))
-    one, all_seeds = f"{gpu}, 1 seed", f"{seeds} seeds"
+                  f"{r['multiply_adds'] / 1e15:>12.2f}{duration(r['multiply_adds'], rate):>13}"
+                  f"{duration(r['multiply_adds'], gpu_rate):>13}" + (f"  ({r['skipped']})" if r["skipped"] else ""))
+    one = f"{gpu}, 1 seed"
     print(f"\n{'totals':<12}{'runs':>5}{'this device, 1 seed':>22}{all_seeds:>12}{one:>24}{all_seeds:>12}")
     for name, group in [*tables.items(), ("all", rows)]:
         cost = sum(r["multiply_adds"] for r in group)
-        print(f"{name:<12}{len(group) * seeds:>5}{hours(cost, rate):>22}{hours(cost * seeds, rate):>12}"
-              f"{hours(cost, gpu_rate):>24}{hours(cost * seeds, gpu_rate):>12}")
+        print(f"{name:<12}{len(group) * seeds:>5}{duration(cost, rate):>22}{duration(cost * seeds, rate):>12}"
+              f"{duration(cost, gpu_rate):>24}{duration(cost * seeds, gpu_rate):>12}")
     skipped = [r for r in rows if r["skipped"]]
     if skipped:
         cost = sum(r["multiply_adds"] for r in rows if not r["skipped"])
         reasons = "; ".join(sorted({r["skipped"] for r in skipped}))
         print(f"{len(skipped)} experiments will not run ({reasons}); the rest: "
-              f"{hours(cost * seeds, rate)} here, {hours(cost * seeds, gpu_rate)} on {gpu}")
+              f"{duration(cost * seeds, rate)} here, {duration(cost * seeds, gpu_rate)} on {gpu}")
