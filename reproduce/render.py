@@ -45,7 +45,7 @@ def run(args):
                   "bench_json": str(Path(args.bench).resolve())}
     render(args.notebook, args.out, parameters)
     print(f"{args.out}: written")
-    if args.readme:
+    if getattr(args, "readme", None):
         fill_readme(Path(args.readme), args.params, args.runs, args.out)
 
 

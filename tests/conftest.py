@@ -96,8 +96,8 @@ def write_params(folder, experiments, **changes):
     (folder / "params.yaml").write_text((REPO / "params.yaml").read_text())
     tiny = dict(iterations=40, milestones=[20, 30], warmup_iterations=5, batch_size=32, log_every=5,
                 checkpoint_every=10, eval_every=20, eval_batch_size=100)
-    return edit_params(folder / "params.yaml", experiments=experiments,
-                       **{f"cifar.{k}": v for k, v in tiny.items()}, **changes)
+    return edit_params(folder / "params.yaml", **{"experiments": experiments,
+                                                  **{f"cifar.{k}": v for k, v in tiny.items()}, **changes})
 
 
 def run_cli(*args, cwd, check=True, **kw):
