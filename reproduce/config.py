@@ -215,14 +215,17 @@ def not_run_reason(params: Params, cfg: RunConfig, seed: int) -> Optional[str]:
 
 
 def write_configs(params: Params, folder: Path):
-    """One resolved config per experiment: a training stage depends on its own file only, so editing
-    one experiment reruns its runs and nothing else."""
+    """One resolved config per experiment, with the seeds its stage records and those it trains: a
+    training stage depends on its own file only, so editing one experiment reruns its runs and nothing
+    else."""
     from .files import write_json
 
     folder = Path(folder)
     names = params.all_experiments()
     for name in names:
-        write_json(folder / f"{name}.json", run_config(params, name).model_dump())
+        cfg = run_config(params, name)
+        trained = [seed for seed in params.seeds if not not_run_reason(params, cfg, seed)]
+        write_json(folder / f"{name}.json", {**cfg.model_dump(), "seeds": params.seeds, "trained_seeds": trained})
     for stale in folder.glob("*.json"):
         if stale.stem not in names:
             stale.unlink()

@@ -2,8 +2,9 @@
 
 Resumable: a checkpoint (model, optimizer, iteration, RNG states; the data order is a function of
 seed and iteration) is written atomically every `checkpoint_every` iterations, so a killed run
-started again ends with exactly the metrics of an uninterrupted one. A run whose training loss
-becomes NaN/inf stops, is recorded as `failed` with the iteration, and exits 0.
+started again ends with exactly the metrics of an uninterrupted one. The last one, at the end of
+the run, stays: started again, a finished run writes its outputs from it without training. A run
+whose training loss becomes NaN/inf stops, is recorded as `failed` with the iteration, and exits 0.
 """
 import math
 import os
@@ -57,7 +58,9 @@ def setup_device(speed: Speed):
     return device, rank, world
 
 
-def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Path = Path("checkpoints")) -> dict:
+def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Path = Path("checkpoints"),
+          curves_dir: Path | None = None) -> dict:
+    """One run: metrics.json and model.pt into `out`, DVCLive curves into `curves_dir` (default out/curves)."""
     out, digest = Path(out), cfg.digest(seed)
     done = out / "metrics.json"
     if done.exists() and load_json(done).get("digest") == digest:
@@ -72,11 +75,15 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     source = make_source(cfg, seed, device, rank, world, fmt)
     ckpt_path = checkpoint_dir / f"{cfg.experiment}-seed{seed}-{digest}.pt"
     state, start, elapsed, last, history = checkpoint.load(ckpt_path, digest), 0, 0.0, {}, []
+    status, failed_at = "finished", None
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
         start, elapsed, last, history = state["iteration"], state["elapsed"], state["last"], state["curves"]
+        status, failed_at = state.get("status", status), state.get("failed_at")
+        if status == "failed":
+            start = source.iterations  # recorded as failed: never trained again
         if rank == 0:
             print(f"{out}: resuming from iteration {start} ({ckpt_path})")
     net = model
@@ -84,13 +91,19 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     net = torch.compile(net) if speed.compile else net
     autocast = torch.autocast(device.type, torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
-    curves = Curves(out / "live", history) if rank == 0 else None
+    curves = Curves(Path(curves_dir or out / "curves"), history) if rank == 0 else None
     total, every = source.iterations, p["log_every"]
     losses = torch.zeros(every, device=device)  # per-iteration values stay on the device until a log point
     wrong = torch.zeros(every, device=device)
     bar = tqdm(total=total, initial=start, desc=f"{cfg.experiment} seed {seed}", disable=rank != 0,
                dynamic_ncols=True, unit="it")
-    status, failed_at, t0 = "finished", None, time.time() - elapsed
+    t0 = time.time() - elapsed
+
+    def save_state(iteration, **extra):
+        checkpoint.save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "rng": checkpoint.rng_state(), "iteration": iteration,
+                                    "elapsed": time.time() - t0, "digest": digest, "last": last,
+                                    "curves": curves.history, "config": cfg.model_dump(), "seed": seed, **extra})
     model.train()
     for it, (x, y) in zip(range(start, total), source.batches(start)):
         lr = lr_at(it, p, source.milestones)
@@ -127,14 +140,12 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
                 curves.log(it + 1, test)
             model.train()
         if rank == 0 and ((it + 1) % p["checkpoint_every"] == 0 or it + 1 == total):
-            checkpoint.save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "rng": checkpoint.rng_state(), "iteration": it + 1,
-                                        "elapsed": time.time() - t0, "digest": digest, "last": last,
-                                        "curves": curves.history,
-                                        "config": cfg.model_dump(), "seed": seed})
+            save_state(it + 1)
     bar.close()
     if rank != 0:
         return {}
+    if status == "failed" and not (state and state.get("status") == "failed"):
+        save_state(total, status=status, failed_at=failed_at)
     metrics = {"status": status, "failed_at": failed_at, "experiment": cfg.experiment, "seed": seed,
                "profile": cfg.profile, "digest": digest, "iterations": total, "precision": cfg.precision,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -143,10 +154,9 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     metrics.update(params=size["params"], multiply_adds=size["multiply_adds"])
     if status == "finished":
         metrics.update({k.replace("/", "_"): v for k, v in last.items()})
-    checkpoint.save(out / "weights" / "model.pt", {"model": model.state_dict(), "config": cfg.model_dump(),
-                                                   "seed": seed, "status": status})
+    checkpoint.save(out / "model.pt", {"model": model.state_dict(), "config": cfg.model_dump(),
+                                       "seed": seed, "status": status})
     write_json(done, metrics)
-    ckpt_path.unlink(missing_ok=True)  # the run is recorded; its resume state is no longer needed
     print(f"{out}: {status}" + (f" at iteration {failed_at} (non-finite loss)" if failed_at else
                                f", {', '.join(f'{k} {v:.2f}%' for k, v in last.items() if 'error' in k)}"))
     return metrics

@@ -29,6 +29,7 @@ def render(notebook, html, parameters: dict, kernel="python3"):
 def add_arguments(parser):
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--runs", default="runs", help="run directories RUNS/EXPERIMENT/seedSEED (default: runs)")
+    parser.add_argument("--curves", default="curves", help="training curves CURVES/EXPERIMENT/seedSEED (default: curves)")
     parser.add_argument("--bench", default="reports/bench.json",
                         help="benchmark records, shown if the file exists (default: reports/bench.json)")
     parser.add_argument("--notebook", default="notebooks/report.ipynb", help="(default: notebooks/report.ipynb)")
@@ -42,6 +43,7 @@ def run(args):
         raise UserError(f"{args.notebook}: no such notebook (run from the repository root or pass --notebook)")
     # Absolute paths: the notebook runs in its own directory.
     parameters = {"runs_dir": str(Path(args.runs).resolve()), "params_path": str(Path(args.params).resolve()),
+                  "curves_dir": str(Path(args.curves).resolve()),
                   "bench_json": str(Path(args.bench).resolve())}
     render(args.notebook, args.out, parameters)
     print(f"{args.out}: written")

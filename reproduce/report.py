@@ -35,6 +35,7 @@ class Study:
     runs_dir: Path
     params_file: Path
     root: Path
+    curves_dir: Path
 
 
 def repo_root(start=None) -> Path:
@@ -44,12 +45,13 @@ def repo_root(start=None) -> Path:
     return next((p for p in (here, *here.parents) if (p / "dvc.yaml").exists()), here)
 
 
-def load_study(runs_dir="runs", params_path="params.yaml") -> Study:
+def load_study(runs_dir="runs", params_path="params.yaml", curves_dir="curves") -> Study:
     """Paths relative to the repo root (absolute ones are kept)."""
     root = repo_root()
     params, paper = load_params(root / params_path), paper_numbers()
     runs = collect(root / runs_dir, params)
-    return Study(params, runs, results(runs, paper, params), paper, root / runs_dir, root / params_path, root)
+    return Study(params, runs, results(runs, paper, params), paper, root / runs_dir, root / params_path, root,
+                 root / curves_dir)
 
 
 def show_banner(study: Study):
@@ -145,7 +147,7 @@ def curves(study: Study, experiments, names=("train/loss", "test/error")) -> pd.
     runs = study.runs[study.runs.current & study.runs.experiment.isin(list(experiments))]
     for experiment, seed in runs[["experiment", "seed"]].itertuples(index=False):
         for name in names:
-            tsv = study.runs_dir / experiment / f"seed{seed}" / "live" / "plots" / "metrics" / f"{name}.tsv"
+            tsv = study.curves_dir / experiment / f"seed{seed}" / "plots" / "metrics" / f"{name}.tsv"
             if tsv.exists():
                 df = pd.read_csv(tsv, sep="\t")
                 frames.append(pd.DataFrame({"experiment": experiment, "seed": seed, "step": df["step"],

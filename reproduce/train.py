@@ -1,12 +1,19 @@
-"""Stage: train one run (one experiment of params.yaml, one seed) into runs/EXPERIMENT/seedSEED.
+"""Stage: train one experiment of params.yaml, every seed, into runs/EXPERIMENT/seedSEED.
 
-    python -m reproduce train --experiment r110_original --seed 0
-    torchrun --nproc-per-node 8 -m reproduce train --experiment in_r200_full_preact --seed 0   # DDP
+    python -m reproduce train --experiment r110_original              # every seed of params.yaml
+    python -m reproduce train --experiment r110_original --seed 3     # one seed
+    torchrun --nproc-per-node 8 -m reproduce train --experiment in_r200_full_preact   # DDP
 
-A run the pipeline's matrix holds but that is not to be trained (an ImageNet run while
-data.imagenet.root is unset, a seed beyond the smoke profile's) is recorded as `not_run` with the
-reason, without starting torch.
+Outputs, one folder each so that DVC can track them: runs/EXPERIMENT/seedSEED/ (metrics.json and
+model.pt), curves/EXPERIMENT/seedSEED/ (DVCLive curves) and metrics/EXPERIMENT.json (every seed's
+final errors, for `dvc exp show`). A seed that is not to be trained (beyond the smoke profile's, or
+ImageNet while data.imagenet.root is unset) is recorded as `not_run` with the reason, without torch.
+
+Each run's last state stays in checkpoints/ after it finishes: DVC empties a stage's outputs before
+running it again, and a killed stage, or one rerun because `seeds` grew, then takes its finished runs
+from there instead of training them again.
 """
+import statistics
 from pathlib import Path
 
 from .files import write_json
@@ -16,29 +23,51 @@ from .errors import UserError
 
 def add_arguments(parser):
     parser.add_argument("--experiment", required=True, help="a name under `experiments:` or `custom:` in params.yaml")
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=int, action="append",
+                        help="train this seed only (repeatable; default: every seed of params.yaml)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--out", help="run directory (default: runs/EXPERIMENT/seedSEED)")
+    parser.add_argument("--out", help="the experiment's run folders OUT/seedSEED (default: runs/EXPERIMENT)")
+    parser.add_argument("--curves", help="DVCLive curves CURVES/seedSEED (default: curves/EXPERIMENT)")
+    parser.add_argument("--metrics", help="every seed's final errors (default: metrics/EXPERIMENT.json)")
     parser.add_argument("--checkpoint-dir", default="checkpoints",
-                        help="where resumable state is kept while a run trains (default: checkpoints)")
+                        help="where each run's resumable state is kept (default: checkpoints)")
 
 
 def run(args):
     params = load_params(args.params)
     cfg = run_config(params, args.experiment)
-    out = Path(args.out or f"runs/{args.experiment}/seed{args.seed}")
-    writable(out)
-    reason = not_run_reason(params, cfg, args.seed)
-    if reason:
-        for folder in ("weights", "live/plots/metrics"):  # the stage's outputs exist, empty
-            (out / folder).mkdir(parents=True, exist_ok=True)
-        write_json(out / "metrics.json", {"status": "not_run", "reason": reason, "experiment": cfg.experiment,
-                                          "seed": args.seed, "profile": cfg.profile, "digest": cfg.digest(args.seed)})
-        print(f"{out}: not run ({reason})")
-        return
-    from .loop import train  # torch starts here
+    out = Path(args.out or f"runs/{args.experiment}")
+    curves = Path(args.curves or f"curves/{args.experiment}")
+    seeds = args.seed or params.seeds
+    results = {}
+    for seed in seeds:
+        run_dir, curve_dir = out / f"seed{seed}", curves / f"seed{seed}"
+        for folder in (run_dir, curve_dir):
+            writable(folder)
+        reason = not_run_reason(params, cfg, seed)
+        if reason:
+            results[seed] = {"status": "not_run", "reason": reason, "experiment": cfg.experiment, "seed": seed,
+                             "profile": cfg.profile, "digest": cfg.digest(seed)}
+            write_json(run_dir / "metrics.json", results[seed])
+            print(f"{run_dir}: not run ({reason})")
+            continue
+        from .loop import train  # torch starts here, for runs that train
 
-    train(cfg, args.seed, params.speed, out, Path(args.checkpoint_dir))
+        results[seed] = train(cfg, seed, params.speed, run_dir, Path(args.checkpoint_dir), curve_dir)
+    if results and all(results.values()):  # {} on the other processes of a DDP run
+        write_json(Path(args.metrics or f"metrics/{args.experiment}.json"), summary(results))
+
+
+def summary(results: dict) -> dict:
+    """What `dvc exp show` shows of an experiment: each seed's status and final errors, and their median."""
+    shown = {f"seed{seed}": {k: v for k, v in m.items() if k == "status" or "error" in k or "loss" in k}
+             for seed, m in results.items()}
+    errors = {}
+    for m in results.values():
+        for key, value in m.items():
+            if key.startswith("test_") and "error" in key and m["status"] == "finished":
+                errors.setdefault(key, []).append(value)
+    return {**shown, "median": {key: statistics.median(values) for key, values in errors.items()}}
 
 
 def writable(folder: Path):

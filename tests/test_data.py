@@ -143,6 +143,11 @@ def test_batch_depends_only_on_seed_and_iteration(images):
     assert not torch.equal(other.batch(7)[0], x)
 
 
+def test_a_share_of_a_batch_is_that_slice_of_the_whole_batch(images):
+    whole, part = stream(images).batch(5), stream(images).batch(5, slice(8, 24))
+    assert all(torch.equal(w[8:24], p) for w, p in zip(whole, part))
+
+
 def test_bfloat16_channels_last(images):
     x, _ = stream(images, dtype=torch.bfloat16, memory_format=torch.channels_last).batch(0)
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)

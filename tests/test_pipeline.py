@@ -76,7 +76,7 @@ def ran(output):
 
 def test_smoke_study_runs_end_to_end_and_reruns_only_what_changed(project):
     first = dvc("repro", cwd=project)
-    assert {"train@in_r152_full_preact-0", "train_custom@my_r20-0"} <= set(ran(first.stdout))
+    assert {"train@in_r152_full_preact", "train_custom@my_r20"} <= set(ran(first.stdout))
     results = pd.read_csv(project / "reports" / "results.csv")
     assert list(results.columns) == ["table", "row", "column", "metric", "paper", "median", "mean", "std", "runs",
                                      "failed", "status"]
@@ -95,7 +95,7 @@ def test_smoke_study_runs_end_to_end_and_reruns_only_what_changed(project):
     set_params(project, **{"custom.my_r20.unit": "original"})
     third = dvc("repro", cwd=project)
     trained = [s for s in ran(third.stdout) if s.startswith("train")]
-    assert trained == ["train_custom@my_r20-0", "train_custom@my_r20-1"]
+    assert trained == ["train_custom@my_r20"]
 
     shown = dvc("exp", "show", "--no-pager", "--csv", cwd=project).stdout
     assert "test_error" in shown
@@ -106,7 +106,7 @@ def test_smoke_study_runs_end_to_end_and_reruns_only_what_changed(project):
 
 def test_bad_params_stop_the_pipeline_before_anything_trains(project, tmp_path):
     bad = tmp_path / "bad"
-    shutil.copytree(project, bad, ignore=shutil.ignore_patterns("runs", "reports", "data", "checkpoints"))
+    shutil.copytree(project, bad, ignore=shutil.ignore_patterns("runs", "curves", "metrics", "reports", "data", "checkpoints"))
     set_params(bad, **{"cifar.iteration": 10})
     result = dvc("repro", cwd=bad, check=False)
     assert result.returncode != 0
@@ -148,10 +148,12 @@ def test_an_interrupted_repro_resumes_its_run_and_ends_the_same(tmp_path):
     root = make_project(tmp_path, slow, seeds=[0], **{"cifar.iterations": 300, "cifar.milestones": [150, 250],
                                                        "cifar.batch_size": 32, "cifar.log_every": 10,
                                                        "cifar.checkpoint_every": 50, "cifar.eval_every": 100})
-    run = [sys.executable, "-m", "reproduce", "train", "--experiment", "slow", "--seed", "0"]
+    reference = ["--out", "reference", "--curves", "reference/curves", "--checkpoint-dir", "reference/ck",
+                 "--metrics", "reference/metrics.json"]
     subprocess.run(DVC + ["repro", "download@cifar10"], cwd=root, check=True, capture_output=True, env=ENV)
-    subprocess.run(run + ["--out", "reference"], cwd=root, check=True, capture_output=True, env=ENV)
-    proc = subprocess.Popen(DVC + ["repro", "train@slow-0"], cwd=root, env=ENV, start_new_session=True,
+    subprocess.run([sys.executable, "-m", "reproduce", "train", "--experiment", "slow", *reference], cwd=root,
+                   check=True, capture_output=True, env=ENV)
+    proc = subprocess.Popen(DVC + ["repro", "train@slow"], cwd=root, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list((root / "checkpoints").glob("*.pt")) and time.time() < deadline:
@@ -159,10 +161,10 @@ def test_an_interrupted_repro_resumes_its_run_and_ends_the_same(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the training process under it
     proc.wait()
     assert not (root / "runs" / "slow" / "seed0" / "metrics.json").exists()
-    again = dvc("repro", "train@slow-0", cwd=root)
+    again = dvc("repro", "train@slow", cwd=root)
     assert "resuming from iteration" in again.stdout
     finished, reference = (json.loads((root / d / "metrics.json").read_text())
-                           for d in ("runs/slow/seed0", "reference"))
+                           for d in ("runs/slow/seed0", "reference/seed0"))
     for m in (finished, reference):
         m.pop("wall_s")
     assert finished == reference
@@ -175,13 +177,13 @@ def test_a_second_machine_takes_finished_runs_from_the_run_cache(tmp_path):
                                                                   "cifar.checkpoint_every": 10, "cifar.eval_every": 20})
     dvc("remote", "add", "-d", "shared", str(tmp_path / "remote"), cwd=first)
     git("commit", "-qam", "remote", cwd=first)
-    dvc("repro", "train@tiny-0", cwd=first)
+    dvc("repro", "train@tiny", cwd=first)
     dvc("push", "--run-cache", cwd=first)
     git("clone", "-q", str(first), str(tmp_path / "second"), cwd=tmp_path)
     second = tmp_path / "second"
     shutil.copytree(first / "data" / "raw", second / "data" / "raw")  # each machine has the data
     dvc("fetch", "--run-cache", cwd=second)  # the run cache and the outputs it records
-    result = dvc("repro", "--pull", "train@tiny-0", cwd=second)
-    assert "Running stage 'train@tiny-0'" not in result.stdout and "train@tiny-0" in result.stdout
+    result = dvc("repro", "--pull", "train@tiny", cwd=second)
+    assert "Running stage 'train@tiny'" not in result.stdout and "train@tiny" in result.stdout
     assert (second / "runs" / "tiny" / "seed0" / "metrics.json").read_text() == \
         (first / "runs" / "tiny" / "seed0" / "metrics.json").read_text()

@@ -38,7 +38,7 @@ def write_run(runs, params, experiment, seed, status, test=None, **extra):
     (run / "metrics.json").write_text(json.dumps(metrics))
     if status == "not_run":
         return
-    curves = run / "live" / "plots" / "metrics"
+    curves = runs.parent / "curves" / experiment / f"seed{seed}" / "plots" / "metrics"
     logged = {"train/loss": 2.0, "train/error": 80.0, "lr": 0.1}
     logged.update({f"test/{k.removeprefix('test_')}": v for k, v in (test or {}).items()})
     for name, last in logged.items():
@@ -194,7 +194,8 @@ def test_notebook_runs_top_to_bottom(notebook, study, tmp_path):
     tagged = [c for c in source["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     names = re.findall(r"^(\w+) =", "".join(tagged[0]["source"]), re.M)
-    given = {"params_path": tmp / "params.yaml", "runs_dir": tmp / "runs", "bench_json": tmp / "bench.json"}
+    given = {"params_path": tmp / "params.yaml", "runs_dir": tmp / "runs", "bench_json": tmp / "bench.json",
+             "curves_dir": tmp / "curves"}
     args = [a for name in names if name in given for a in ("-p", name, str(given[name]))]
     done = subprocess.run([sys.executable, "-m", "papermill", str(notebook), str(tmp_path / notebook.name),
                            "-k", "python3", "--cwd", str(ROOT), "--no-progress-bar", *args],
@@ -205,7 +206,8 @@ def test_notebook_runs_top_to_bottom(notebook, study, tmp_path):
 def test_report_html_is_offline_and_complete(study, tmp_path):
     tmp, _ = study
     html = tmp_path / "report.html"
-    render.run(argparse.Namespace(params=tmp / "params.yaml", runs=tmp / "runs", bench=tmp / "bench.json",
+    render.run(argparse.Namespace(params=tmp / "params.yaml", runs=tmp / "runs", curves=tmp / "curves",
+                                  bench=tmp / "bench.json",
                                   notebook=ROOT / "notebooks" / "report.ipynb", out=html))
     page = html.read_text()
     assert not re.search(r"<script[^>]+src=", page)

@@ -33,8 +33,9 @@ def metrics(run):
     return m
 
 
-def curves(run):
-    folder = Path(run) / "live" / "plots" / "metrics"
+def curves(folder):
+    """DVCLive's TSVs of one run: CURVES/EXPERIMENT/seedSEED (the CLI) or RUN/curves (`train()`)."""
+    folder = Path(folder) / "plots" / "metrics"
     return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*.tsv"))}
 
 
@@ -54,15 +55,22 @@ def test_a_run_from_a_generated_archive_through_the_cli(tmp_path):
     m = metrics(run)
     assert m["status"] == "finished" and m["iterations"] == 40 and m["precision"] == "bf16"
     assert 0 <= m["test_error"] <= 100 and m["train_loss"] > 0 and m["params"] > 0
-    c = curves(run)
+    c = curves(tmp_path / "curves" / "tiny" / "seed0")
     assert c["train/loss.tsv"].splitlines()[0] == "step\tloss" and len(c["train/loss.tsv"].splitlines()) == 1 + 8
     assert [line.split("\t")[0] for line in c["test/error.tsv"].splitlines()[1:]] == ["20", "40"]
-    weights = torch.load(run / "weights" / "model.pt", weights_only=False)
+    weights = torch.load(run / "model.pt", weights_only=False)
     assert weights["status"] == "finished" and weights["config"]["model"]["depth"] == 8
     assert "it/s" in out.stderr  # the progress bar
-    assert not list((tmp_path / "checkpoints").glob("*.pt"))  # resume state removed once recorded
+    assert json.loads((tmp_path / "metrics" / "tiny.json").read_text())["seed0"]["test_error"] == m["test_error"]
     again = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=tmp_path)
     assert "nothing to do" in again.stdout and metrics(run) == m
+    # DVC empties a stage's outputs before running it again: the run comes back from its last
+    # checkpoint, whole, without training.
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(tmp_path / "curves")
+    again = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=tmp_path)
+    assert "resuming from iteration 40" in again.stdout and metrics(run) == m
+    assert curves(tmp_path / "curves" / "tiny" / "seed0") == c
 
 
 def test_an_imagenet_run_on_a_generated_folder(tmp_path):
@@ -84,8 +92,13 @@ def test_imagenet_runs_without_a_root_are_not_run(study):
     assert m["status"] == "not_run" and "data.imagenet.root" in m["reason"]
 
 
-def _start(study, out, extra=()):
-    cmd = [sys.executable, "-m", "reproduce", "train", "--experiment", "tiny", "--seed", "0", "--out", out, *extra]
+def apart(out):
+    """CLI options putting a run wholly under OUT*: OUT/seedSEED, OUT-curves/seedSEED, OUT-ck, OUT.json."""
+    return ["--out", out, "--curves", f"{out}-curves", "--checkpoint-dir", f"{out}-ck", "--metrics", f"{out}.json"]
+
+
+def _start(study, out):
+    cmd = [sys.executable, "-m", "reproduce", "train", "--experiment", "tiny", "--seed", "0", *apart(out)]
     return subprocess.Popen(cmd, cwd=study, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -93,7 +106,7 @@ def _start(study, out, extra=()):
 def test_sigkill_then_resume_ends_bit_identical(study, kill_after):
     assert _start(study, "runs/reference").wait() == 0
     proc = _start(study, "runs/killed")
-    checkpoints = study / "checkpoints"
+    checkpoints = study / "runs" / "killed-ck"
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it while it trains, right after a checkpoint landed
         found = list(checkpoints.glob("*.pt"))
@@ -102,10 +115,10 @@ def test_sigkill_then_resume_ends_bit_identical(study, kill_after):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (study / "runs" / "killed" / "metrics.json").exists()
+    assert not (study / "runs" / "killed" / "seed0" / "metrics.json").exists()
     assert _start(study, "runs/killed").wait() == 0
-    assert metrics(study / "runs" / "killed") == metrics(study / "runs" / "reference")
-    assert curves(study / "runs" / "killed") == curves(study / "runs" / "reference")
+    assert metrics(study / "runs" / "killed" / "seed0") == metrics(study / "runs" / "reference" / "seed0")
+    assert curves(study / "runs" / "killed-curves" / "seed0") == curves(study / "runs" / "reference-curves" / "seed0")
 
 
 def test_a_diverging_run_is_recorded_as_failed_and_exits_0(study):
@@ -116,6 +129,9 @@ def test_a_diverging_run_is_recorded_as_failed_and_exits_0(study):
     assert m["status"] == "failed" and 1 <= m["failed_at"] <= 40 and "test_error" not in m
     again = run_cli("train", "--experiment", "boom", "--seed", "0", cwd=study)  # recorded: never retried
     assert "nothing to do" in again.stdout
+    shutil.rmtree(study / "runs")  # as DVC does before running the stage again: the checkpoint says failed
+    again = run_cli("train", "--experiment", "boom", "--seed", "0", cwd=study)
+    assert "resuming from iteration 40" in again.stdout and metrics(study / "runs" / "boom" / "seed0") == m
 
 
 def test_same_seed_same_result_other_seed_not(study, monkeypatch):
@@ -139,16 +155,16 @@ def test_speed_knobs_train_and_are_recorded(study, speed):
 
 
 def test_two_gloo_processes_train_like_one(study):
-    run_cli("train", "--experiment", "tiny", "--seed", "0", "--out", "runs/one", cwd=study)
+    run_cli("train", "--experiment", "tiny", "--seed", "0", *apart("runs/one"), cwd=study)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "reproduce", "train", "--experiment",
-                    "tiny", "--seed", "0", "--out", "runs/two"], cwd=study, check=True, capture_output=True,
+                    "tiny", "--seed", "0", *apart("runs/two")], cwd=study, check=True, capture_output=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
-    one, two = metrics(study / "runs" / "one"), metrics(study / "runs" / "two")
+    one, two = metrics(study / "runs" / "one" / "seed0"), metrics(study / "runs" / "two" / "seed0")
     assert two["status"] == "finished" and two["processes"] == 2 and one["processes"] == 1
     # Same data, same initialisation, gradients averaged over the same 32 images; only BN statistics
     # differ (16 images per process, as per GPU in the paper), so the curves stay close.
-    first = [float(curves(study / "runs" / run)["train/loss.tsv"].splitlines()[1].split("\t")[1])
+    first = [float(curves(study / "runs" / f"{run}-curves" / "seed0")["train/loss.tsv"].splitlines()[1].split("\t")[1])
              for run in ("one", "two")]
     assert abs(first[0] - first[1]) < 0.2
     assert abs(one["train_loss"] - two["train_loss"]) < 0.5

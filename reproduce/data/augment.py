@@ -1,8 +1,9 @@
 """CIFAR batches without a DataLoader: the training set sits normalised on the device, a batch is a gather.
 
 fb.resnet.torch datasets/cifar10.lua trains on ColorNormalize, HorizontalFlip(0.5), RandomCrop(32, 4)
-(transforms.lua: zero padding after normalisation, so padded pixels equal the mean). Here the flip and
-the crop are done for the whole batch at once with index arithmetic, no Python loop over images.
+(transforms.lua: zero padding after normalisation, so padded pixels equal the mean). Every image is
+kept padded, as is and mirrored; every (image, flip, dy, dx) window is then a strided view of that one
+tensor, and a whole augmented batch is a single gather of B windows: no Python loop, no per-image work.
 
 The data order is stateless: batch `it` depends only on (seed, it), so a run resumes exactly from an
 iteration number. The sample sequence is the concatenation of one permutation per epoch, drawn from
@@ -32,20 +33,15 @@ def normalize(x, name, dtype=torch.float32):
     return x.to(torch.float32, copy=True).sub_(mean).div_(std).to(dtype)  # in place on one fresh copy
 
 
-def flip_crop(x, flip, dy, dx, pad=PAD):
-    """Per image i: the window at (dy[i], dx[i]) of x[i] zero-padded by `pad`, mirrored where flip[i].
-
-    fb.resnet.torch flips first and crops second; mirroring the window instead is the same draw with
-    dx replaced by 2*pad - dx, which is just as likely, so the distribution is the same.
-    """
+def windows(x, pad=PAD):
+    """All crops of all padded images as one view: windows[i, flip, dy, dx] is the image of x[i] zero-
+    padded by `pad`, mirrored where flip = 1 (fb.resnet.torch flips first, then crops), cropped at
+    (dy, dx). [N, 2, 2p+1, 2p+1, H, W, C], channels last; only the padded images take memory (2x)."""
     n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    rows = dy[:, None] + torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - cols, cols)
-    images = torch.arange(n, device=x.device)[:, None, None, None]
-    channels = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[images, channels, rows[:, None, :, None], cols[:, None, None, :]]
+    padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+    both = torch.stack([padded, padded.flip(2)], dim=1).contiguous()  # [N, 2, H+2p, W+2p, C]
+    si, sf, sy, sx, sc = both.stride()
+    return both.as_strided((n, 2, 2 * pad + 1, 2 * pad + 1, h, w, c), (si, sf, sy, sx, sy, sx, sc))
 
 
 class CifarStream:
@@ -53,7 +49,7 @@ class CifarStream:
 
     def __init__(self, x, y, name, batch_size, seed=0, device="cpu", dtype=torch.float32,
                  memory_format=torch.contiguous_format):
-        self.x = normalize(x.to(device), name, dtype)  # once: the hot loop only gathers
+        self.windows = windows(normalize(x.to(device), name, dtype))  # once: the hot loop only gathers
         self.y = y.to(device)
         self.n, self.batch_size, self.seed = len(y), batch_size, seed
         self.device, self.memory_format = torch.device(device), memory_format
@@ -80,11 +76,11 @@ class CifarStream:
         dy, dx = torch.randint(0, 2 * PAD + 1, (2, self.batch_size), generator=generator)
         return flip, dy, dx
 
-    def batch(self, it):
-        """(images, labels) of batch `it`; the same (seed, it) gives the same bits whatever came before."""
-        idx = self.indices(it).to(self.device)
-        flip, dy, dx = (t.to(self.device) for t in self.draws(it))
-        x = flip_crop(self.x[idx], flip, dy, dx)
+    def batch(self, it, share=slice(None)):
+        """(images, labels) of batch `it` (of its `share` of samples, for one of several processes); the
+        same (seed, it) gives the same bits whatever came before."""
+        idx, flip, dy, dx = (t[share].to(self.device) for t in (self.indices(it), *self.draws(it)))
+        x = self.windows[idx, flip.long(), dy, dx].permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
         return x.contiguous(memory_format=self.memory_format), self.y[idx]
 
 

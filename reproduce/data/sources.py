@@ -29,8 +29,7 @@ class CifarSource:
 
     def batches(self, start: int):
         for it in range(start, self.iterations):
-            x, y = self.stream.batch(it)
-            yield x[self.share], y[self.share]  # each process trains on its part of the global batch
+            yield self.stream.batch(it, self.share)  # each process trains on its part of the global batch
 
     def evaluate(self, model) -> dict:
         wrong = torch.zeros((), device=self.device)
