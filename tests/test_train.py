@@ -154,7 +154,9 @@ def test_speed_knobs_train_and_are_recorded(study, speed):
     assert m["status"] == "finished" and m["precision"] == speed["precision"]
 
 
-def test_two_gloo_processes_train_like_one(study):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation_checkpointing"])
+def test_two_gloo_processes_train_like_one(study, checkpointing):
+    write_params(study, {"tiny": {**TINY["tiny"], "activation_checkpointing": checkpointing}})
     run_cli("train", "--experiment", "tiny", "--seed", "0", *apart("runs/one"), cwd=study)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "reproduce", "train", "--experiment",

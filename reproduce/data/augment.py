@@ -2,8 +2,9 @@
 
 fb.resnet.torch datasets/cifar10.lua trains on ColorNormalize, HorizontalFlip(0.5), RandomCrop(32, 4)
 (transforms.lua: zero padding after normalisation, so padded pixels equal the mean). Every image is
-kept padded, as is and mirrored; every (image, flip, dy, dx) window is then a strided view of that one
-tensor, and a whole augmented batch is a single gather of B windows: no Python loop, no per-image work.
+kept padded, as is and mirrored, channels last; any crop row of any image is then W contiguous pixels
+of that one tensor, and a whole augmented batch is one `index_select` of B x H rows: no Python loop, no
+per-image work, no per-value index arithmetic.
 
 The data order is stateless: batch `it` depends only on (seed, it), so a run resumes exactly from an
 iteration number. The sample sequence is the concatenation of one permutation per epoch, drawn from
@@ -33,23 +34,19 @@ def normalize(x, name, dtype=torch.float32):
     return x.to(torch.float32, copy=True).sub_(mean).div_(std).to(dtype)  # in place on one fresh copy
 
 
-def windows(x, pad=PAD):
-    """All crops of all padded images as one view: windows[i, flip, dy, dx] is the image of x[i] zero-
-    padded by `pad`, mirrored where flip = 1 (fb.resnet.torch flips first, then crops), cropped at
-    (dy, dx). [N, 2, 2p+1, 2p+1, H, W, C], channels last; only the padded images take memory (2x)."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
-    both = torch.stack([padded, padded.flip(2)], dim=1).contiguous()  # [N, 2, H+2p, W+2p, C]
-    si, sf, sy, sx, sc = both.stride()
-    return both.as_strided((n, 2, 2 * pad + 1, 2 * pad + 1, h, w, c), (si, sf, sy, sx, sy, sx, sc))
-
-
 class CifarStream:
     """Augmented training batches: `batch(it)` is batch number `it` of an endless, exactly repeatable stream."""
 
     def __init__(self, x, y, name, batch_size, seed=0, device="cpu", dtype=torch.float32,
                  memory_format=torch.contiguous_format):
-        self.windows = windows(normalize(x.to(device), name, dtype))  # once: the hot loop only gathers
+        x = normalize(x.to(device), name, dtype)  # once: the hot loop only gathers
+        _, c, h, w = x.shape
+        padded = F.pad(x, (PAD, PAD, PAD, PAD)).permute(0, 2, 3, 1)  # [N, H+2p, W+2p, C]
+        both = torch.stack([padded, padded.flip(2)], dim=1).contiguous()  # fb.resnet.torch flips, then crops
+        flat = both.view(-1)
+        # rows[r]: the W pixels starting at pixel r of `both`, a view; a crop is H of them, a row apart.
+        self.rows = flat.as_strided((flat.numel() // c - w + 1, w * c), (c, 1))
+        self.side, self.shape = w + 2 * PAD, (h, w, c)
         self.y = y.to(device)
         self.n, self.batch_size, self.seed = len(y), batch_size, seed
         self.device, self.memory_format = torch.device(device), memory_format
@@ -80,7 +77,10 @@ class CifarStream:
         """(images, labels) of batch `it` (of its `share` of samples, for one of several processes); the
         same (seed, it) gives the same bits whatever came before."""
         idx, flip, dy, dx = (t[share].to(self.device) for t in (self.indices(it), *self.draws(it)))
-        x = self.windows[idx, flip.long(), dy, dx].permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
+        h, w, c = self.shape
+        corner = ((idx * 2 + flip.long()) * self.side + dy) * self.side + dx  # each crop's first pixel
+        rows = (corner[:, None] + self.side * torch.arange(h, device=self.device)).flatten()
+        x = self.rows.index_select(0, rows).view(-1, h, w, c).permute(0, 3, 1, 2)  # NCHW, channels-last memory
         return x.contiguous(memory_format=self.memory_format), self.y[idx]
 
 
