@@ -99,7 +99,7 @@ class Data(Strict):
 def _name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
         raise ValueError(f"experiment name '{name}': use letters, digits, '_' and '.' only "
-                         "(it names a DVC stage, train@NAME-SEED, and a directory)")
+                         "(it names a DVC stage, train@NAME, and directories)")
     return name
 
 

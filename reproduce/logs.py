@@ -1,4 +1,4 @@
-"""Training curves in DVC's format, written by DVCLive: `live/plots/metrics/**.tsv`, one row per point.
+"""Training curves in DVC's format, written by DVCLive: `CURVES/plots/metrics/**.tsv`, one row per point.
 
 The points logged so far travel in the checkpoint: a resumed run replays them and goes on, so its
 curves are whole and no step appears twice, whatever DVC removed before rerunning the stage.
