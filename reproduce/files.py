@@ -1,15 +1,22 @@
 """Files a later step trusts are written to a temporary name and renamed: a kill leaves old or new, never half."""
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 
 
 def atomic_write(path, write):
-    """Call write(tmp_path), then rename into place."""
+    """Call write(tmp_path), then rename into place. The temporary is named after its writer (host, pid),
+    so that one a SIGKILL left behind (`finally` never runs) is removed by the next write of `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    host = socket.gethostname()
+    for stale in path.parent.glob(f".{path.name}.{host}.*.tmp"):
+        pid = stale.name[len(f".{path.name}.{host}."):].split(".")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{host}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -18,6 +25,16 @@ def atomic_write(path, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_json(path, data):

@@ -3,6 +3,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import conftest
 from reproduce import checkpoint
 from reproduce.aggregate import RESULT_COLUMNS, RUN_COLUMNS
 from reproduce.data import cifar
+from reproduce.files import write_json
 from reproduce.paper import paper_numbers
 from test_pipeline import DVC, ENV, dvc, make_project
 from watch import (DEADLINE_S, EXPERIMENTS, SMOKE, TIME_DEPENDENT, cmdline, files_under, finish, inside, role,
@@ -185,4 +188,25 @@ def test_sigkill_at_every_stage_of_dvc_repro_loses_nothing(tmp_path, monkeypatch
     assert json.loads(dvc("status", "--json", cwd=root).stdout) == {}
     assert (root / "reports" / "report.html").read_text().rstrip().endswith("</html>")
     left = sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp") if ".dvc" not in p.parts)
-    print(f"temporary files the kills left in the project: {left}; in TMPDIR: {files_under(temporary)}")
+    assert left == []  # what a killed writer left, the next write of the same file removed
+    print(f"temporary files the kills left in TMPDIR: {files_under(temporary)}")
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "metrics.json"
+    dead = _finished_pid()
+    host = socket.gethostname()
+    stale = tmp_path / f".metrics.json.{host}.{dead}.abc123.tmp"
+    live = tmp_path / f".metrics.json.{host}.{os.getppid()}.def456.tmp"  # a writer still at work
+    other = tmp_path / f".metrics.json.elsewhere.{dead}.ghi789.tmp"  # another machine's: not ours to judge
+    for path in (stale, live, other):
+        path.write_text("half")
+    write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def _finished_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
