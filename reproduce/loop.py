@@ -144,7 +144,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     bar.close()
     if rank != 0:
         return {}
-    if status == "failed" and not (state and state.get("status") == "failed"):
+    if status == "failed" and start < total:  # failed in this call: its state says so from now on
         save_state(total, status=status, failed_at=failed_at)
     metrics = {"status": status, "failed_at": failed_at, "experiment": cfg.experiment, "seed": seed,
                "profile": cfg.profile, "digest": digest, "iterations": total, "precision": cfg.precision,
