@@ -32,7 +32,7 @@ PROTOCOL = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, weight_d
 # (field, sense, bound): targets for this project on a 2-core CPU with AMX, checked on CPU only.
 TARGETS = {"cifar_data_pipeline": [("ratio", ">=", 20)], "train_resnet110": [("ratio", ">=", 2)],
            "train_resnet1001_memory": [("ratio", ">=", 4), ("time_ratio", "<=", 1.4)]}
-# quick: under a minute on 2 CPU cores. rounds = alternations; data_batches = batches per data round.
+# quick: under a minute on 2 CPU cores. rounds = alternations; data_batches = reference batches per round.
 SIZES = {"quick": dict(rounds=2, data_rounds=5, data_batches=10, deep_rounds=2, deep_batch=16),
          "full": dict(rounds=7, data_rounds=7, data_batches=50, deep_rounds=3, deep_batch=BATCH)}
 
@@ -93,22 +93,24 @@ def alternate(device, sides: dict, rounds: int, warmup: int = 1) -> dict:
 
 
 def data_case(stream, loader, device, size):
-    n, it = size["data_batches"], iter(range(10**9))
+    # The project's batches take ~50x less time: it drains 10x as many per round, so that a round is
+    # not a few milliseconds that any hiccup of this shared machine doubles.
+    n, it = {"project": 10 * size["data_batches"], "reference": size["data_batches"]}, iter(range(10**9))
     times = {"project": [], "reference": []}
-    def drain(batches):  # as a training loop: one batch alive at a time
+    def drain(batches, n):  # as a training loop: one batch alive at a time
         for _ in range(n):
             next(batches)
 
     for i in range(1 + size["data_rounds"]):  # the first round warms up (and starts the workers)
-        t = timed(device, lambda: drain(stream.batch(step) for step in it))
+        t = timed(device, lambda: drain((stream.batch(step) for step in it), n["project"]))
         for _ in range(4):  # the 2 workers x 2 batches prefetched while idle come for free: not timed
             next(loader)
-        u = timed(device, lambda: drain(loader))
+        u = timed(device, lambda: drain(loader, n["reference"]))
         time.sleep(0.2)  # the workers refill their queues now rather than during the project's turn
         if i:
             times["project"].append(t)
             times["reference"].append(u)
-    project, reference = (n * BATCH / statistics.median(times[k]) for k in ("project", "reference"))
+    project, reference = (n[k] * BATCH / statistics.median(times[k]) for k in ("project", "reference"))
     return {"case": "cifar_data_pipeline", "project_img_s": project, "reference_img_s": reference,
             "ratio": project / reference, "precision": "bf16 (reference: fp32)", "batches_per_round": n}
 
@@ -201,23 +203,29 @@ def memory_probe(batch, device):
     print(json.dumps({str(ckpt): step_peak(device, steps[ckpt]) for ckpt in (True, False)}))
 
 
-def peak_bytes(batch, device) -> dict:
-    """{checkpointing: peak bytes of one step}, from a fresh process so that no allocator history counts.
-    On CPU glibc maps every allocation of 128 KiB or more on its own and unmaps it when freed, so the
-    resident size follows the live tensors rather than memory the allocator keeps for later."""
+def start_memory_probe(batch, device) -> subprocess.Popen:
+    """Start measuring {checkpointing: peak bytes of one step} in a fresh process, so that no allocator
+    history counts; it runs while the images are prepared (nothing is timed then). On CPU glibc maps
+    every allocation of 128 KiB or more on its own and unmaps it when freed, so the resident size
+    follows the live tensors rather than memory the allocator keeps for later."""
     code = f"from reproduce.bench import memory_probe; memory_probe({batch}, {str(device)!r})"
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if out.returncode:
-        raise UserError(f"the ResNet-1001 memory probe (batch {batch}) failed with exit {out.returncode} "
-                        f"(-9 is usually out of memory): {out.stderr.strip()[-500:]}")
-    return {k == "True": v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
 
 
-def memory_case(device, size):
+def peak_bytes(probe: subprocess.Popen, batch) -> dict:
+    out, err = probe.communicate()
+    if probe.returncode:
+        raise UserError(f"the ResNet-1001 memory probe (batch {batch}) failed with exit {probe.returncode} "
+                        f"(-9 is usually out of memory): {err.strip()[-500:]}")
+    return {k == "True": v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
+def memory_case(device, size, peaks):
     batch = size["deep_batch"]
-    peaks = peak_bytes(batch, device)
-    s = alternate(device, deep_steps(batch, device), size["deep_rounds"])
+    # Two warm-up steps: the plain step's first ones page in its ~1 GiB of fresh activations.
+    s = alternate(device, deep_steps(batch, device), size["deep_rounds"], warmup=2)
     return {"case": "train_resnet1001_memory", "ratio": peaks[False] / peaks[True],
             "project_img_s": batch / s[True], "reference_img_s": batch / s[False],
             "time_ratio": s[True] / s[False], "precision": "bf16 channels_last", "batch_size": batch,
@@ -257,6 +265,7 @@ def run(args):
     if args.steps:
         size.update(rounds=args.steps, data_rounds=args.steps, deep_rounds=args.steps)
     size["deep_batch"] = args.deep_batch or size["deep_batch"]
+    probe = start_memory_probe(size["deep_batch"], device)
     x, y, data = images()
     shown = "data/cifar10.pt" if data == "cifar10" else "RANDOM (no data/cifar10.pt; speed does not depend on pixels)"
     print(f"bench on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
@@ -264,9 +273,10 @@ def run(args):
     stream = CifarStream(x, y, "cifar10", BATCH, seed=0, device=device, dtype=torch.bfloat16,
                          memory_format=torch.channels_last)  # as the training loop keeps it under bf16
     loader = reference_loader(x, y, device)
+    peaks = peak_bytes(probe, size["deep_batch"])  # before timing anything: it would compete for the CPU
     print("timing the data pipeline, ResNet-110 training, ResNet-1001 memory and step time ...", flush=True)
     records = [data_case(stream, loader, device, size), *train_cases(stream, loader, device, size),
-               memory_case(device, size)]
+               memory_case(device, size, peaks)]
     print(f"{'case':<26}{'project':>12}{'reference':>12}{'ratio':>9}  target")
     for r in records:
         r.update(device=device.type, data=data)

@@ -5,11 +5,10 @@ curves are whole and no step appears twice, whatever DVC removed before rerunnin
 """
 from pathlib import Path
 
-from dvclive import Live
-
 
 class Curves:
     def __init__(self, directory: Path, history=()):
+        from dvclive import Live  # here: importing it takes ~0.6 s that `bench` and `plan` don't need
         # dvcyaml=False: runs live inside matrix stages, whose outputs dvc.yaml declares itself.
         self.live = Live(str(directory), resume=False, save_dvc_exp=False, dvcyaml=False, report=None)
         self.history = []

@@ -189,6 +189,19 @@ def test_activation_checkpointing_gives_the_same_step():
         torch.testing.assert_close(a, b, msg=name)  # BN statistics moved once, not twice
 
 
+def test_activation_checkpointing_recomputes_all_but_the_last_stage():
+    model = build_model(dataset="cifar10", depth=56, block="basic", activation_checkpointing=True)
+    calls = {}
+    for i, unit in enumerate(model.units()):
+        unit.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls.get(i, 0) + 1))
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert [calls[i] for i in range(27)] == [2] * 18 + [1] * 9  # stages of 9 units: 1 and 2 run twice
+    calls.clear()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    assert set(calls.values()) == {1}
+
+
 def test_dropout_shortcut_scales_by_its_expectation():
     sc = S.DropoutShortcut(nn.Identity(), p=0.5)
     x, zero = torch.ones(10000), torch.zeros(10000)
