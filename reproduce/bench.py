@@ -33,8 +33,8 @@ PROTOCOL = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, weight_d
 TARGETS = {"cifar_data_pipeline": [("ratio", ">=", 20)], "train_resnet110": [("ratio", ">=", 2)],
            "train_resnet1001_memory": [("ratio", ">=", 4), ("time_ratio", "<=", 1.4)]}
 # quick: under a minute on 2 CPU cores. rounds = alternations; data_batches = reference batches per round.
-SIZES = {"quick": dict(rounds=2, data_rounds=5, data_batches=10, deep_rounds=2, deep_batch=16),
-         "full": dict(rounds=7, data_rounds=7, data_batches=50, deep_rounds=3, deep_batch=BATCH)}
+SIZES = {"quick": dict(rounds=2, data_rounds=5, data_batches=10, deep_rounds=2, deep_batch=16, compile=False),
+         "full": dict(rounds=7, data_rounds=7, data_batches=50, deep_rounds=3, deep_batch=BATCH, compile=True)}
 
 
 def images(path="data/cifar10.pt"):
@@ -125,13 +125,14 @@ def train_step(model, opt, batch, precision, device):
     opt.step()
 
 
-def project_trainer(spec, stream, precision, device):
+def project_trainer(spec, stream, precision, device, compile=False):
     model = build_model(**spec).to(device, memory_format=torch.channels_last).train()
     opt, it = make_optimizer(model, PROTOCOL), iter(range(10**9))
+    net = torch.compile(model, mode=None if compile is True else compile) if compile else model  # speed.compile
     # The stream holds bf16 images; for fp32 the loop keeps an fp32 copy instead. Widening a batch
     # here costs about as much as gathering one, a few hundred microseconds of a step of ~1 s.
     widen = (lambda b: (b[0].float(), b[1])) if precision == "fp32" else (lambda b: b)
-    return lambda: train_step(model, opt, lambda: widen(stream.batch(next(it))), precision, device)
+    return lambda: train_step(net, opt, lambda: widen(stream.batch(next(it))), precision, device)
 
 
 def train_cases(stream, loader, device, size):
@@ -140,12 +141,21 @@ def train_cases(stream, loader, device, size):
     sides = {"bf16": project_trainer(R110, stream, "bf16", device),
              "fp32": project_trainer(R110, stream, "fp32", device),
              "reference": lambda: train_step(model, opt, lambda: next(loader), "fp32", device)}
+    cases = [("train_resnet110", "bf16", "bf16"), ("train_resnet110_fp32", "fp32", "fp32")]
+    if size["compile"]:  # speed.compile: its first step compiles (minutes on a CPU), not in --quick
+        mode = "reduce-overhead" if device.type == "cuda" else True  # + CUDA graphs on a GPU
+        sides["compiled"] = project_trainer(R110, stream, "bf16", device, compile=mode)
+        compile_s = timed(device, sides["compiled"])
+        cases.append(("train_resnet110_compile", "compiled", "bf16"))
     s = alternate(device, sides, size["rounds"])
     records = []
-    for name, precision in (("train_resnet110", "bf16"), ("train_resnet110_fp32", "fp32")):
-        r = {"case": name, "project_img_s": BATCH / s[precision], "reference_img_s": BATCH / s["reference"],
-             "ratio": s["reference"] / s[precision], "precision": f"{precision} channels_last vs fp32 NCHW",
+    for name, side, precision in cases:
+        r = {"case": name, "project_img_s": BATCH / s[side], "reference_img_s": BATCH / s["reference"],
+             "ratio": s["reference"] / s[side], "precision": f"{precision} channels_last vs fp32 NCHW",
              "batch_size": BATCH}
+        if side == "compiled":
+            r.update(compile_s=compile_s, note=f"torch.compile, mode {mode if mode is not True else 'default'}; "
+                                               "compile_s: its first step, compiling included")
         if device.type == "cuda" and precision == "bf16":  # the peak in the table is bf16's
             r.update(gpu_utilisation(r["project_img_s"], device))
         records.append(r)
@@ -288,6 +298,8 @@ def run(args):
     print(f"ResNet-1001 step, batch {m['batch_size']}: peak {m['peak_mib_without']:.0f} MiB without checkpointing, "
           f"{m['peak_mib_with_checkpointing']:.0f} MiB with; step time x{m['time_ratio']:.2f} with")
     for r in records:
+        if "compile_s" in r:
+            print(f"{r['case']}: its first step, compiling, took {r['compile_s']:.0f} s")
         if r.get("multiply_adds_per_s"):
             print(f"{r['case']}: {r['multiply_adds_per_s'] / 1e12:.1f} T multiply-adds/s"
                   + (f", {100 * r['peak_fraction']:.0f}% of {r['gpu']}'s bf16 peak" if r["peak_fraction"] else ""))

@@ -57,7 +57,8 @@ class Speed(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast; fp32 for strict fidelity
     channels_last: bool = True
-    compile: bool = False
+    # true: torch.compile's default mode; "reduce-overhead" adds CUDA graphs (GPU; a CPU ignores them)
+    compile: Literal[False, True, "reduce-overhead", "max-autotune"] = False
 
 
 class Experiment(ModelSpec):

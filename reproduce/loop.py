@@ -89,7 +89,8 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = torch.compile(net) if speed.compile else net
+    if speed.compile:
+        net = torch.compile(net, mode=None if speed.compile is True else speed.compile)
     autocast = torch.autocast(device.type, torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
     curves = Curves(Path(curves_dir or out / "curves"), history) if rank == 0 else None
     total, every = source.iterations, p["log_every"]

@@ -11,7 +11,7 @@ import zc.lockfile
 
 from test_pipeline import DVC, dvc, make_project
 from watch import (DEADLINE_S, EXPERIMENTS, ENV, SMOKE, cmdline, files_under, finish, inside, role, run_dvc,
-                   run_outputs, running, start, train_stages, under)
+                   run_outputs, running, start, train_stage, under)
 
 
 # ------------------------------------------------------------- 2. two trainings of one study in parallel
@@ -35,14 +35,13 @@ def test_two_runs_of_one_study_in_parallel_do_not_mix(tmp_path):
     pair = {name: EXPERIMENTS[name] for name in ("r110_original", "r110_full_preact")}
     root = make_project(tmp_path / "study", pair, **{**SMOKE, "smoke.iterations": 20})
     dvc("repro", "validate", "download@cifar10", "download@cifar100", cwd=root)
-    stages = {e: train_stages(root, e) for e in pair}
-    assert all(len(s) == 1 for s in stages.values()), stages
+    stages = {e: train_stage(root, e) for e in pair}
     logs = tmp_path / "logs"
     logs.mkdir()
     alone = tmp_path / "alone"
     shutil.copytree(root, alone, symlinks=True)
     with open(logs / "alone.log", "w") as log:  # the same runs in a copy, one after the other
-        one_by_one = start(DVC + ["repro", "--single-item", *(s for (s,) in stages.values())], alone, log)
+        one_by_one = start(DVC + ["repro", "--single-item", *stages.values()], alone, log)
 
     # While a dvc process holds the repository lock (as when it checks or records a stage), a plain
     # `dvc repro` fails and `dvc --wait-for-lock repro` waits.
@@ -50,14 +49,14 @@ def test_two_runs_of_one_study_in_parallel_do_not_mix(tmp_path):
     try:
         t0 = time.monotonic()
         with open(logs / "plain.log", "w") as log:
-            plain = start(DVC + ["repro", "--single-item", stages["r110_original"][0]], root, log)
+            plain = start(DVC + ["repro", "--single-item", stages["r110_original"]], root, log)
         assert finish(plain, "dvc repro on a held lock", 60) != 0
         gave_up_after = time.monotonic() - t0
         assert "Unable to acquire lock" in (logs / "plain.log").read_text()
         assert not list((root / "runs").glob("*/seed*/**/metrics.json"))  # nothing trained
         assert finish(one_by_one, "dvc repro of the runs one by one") == 0, (logs / "alone.log").read_text()[-3000:]
         procs, t0 = {}, time.monotonic()
-        for experiment, (stage,) in stages.items():
+        for experiment, stage in stages.items():
             with open(logs / f"{experiment}.log", "w") as log:
                 procs[experiment] = start(DVC + ["--wait-for-lock", "repro", "--single-item", stage], root, log)
         while time.monotonic() - t0 < gave_up_after + 1:  # longer than the plain one waited
@@ -72,9 +71,9 @@ def test_two_runs_of_one_study_in_parallel_do_not_mix(tmp_path):
     assert together, "the two trainings never ran at the same time"
     for experiment in pair:
         assert run_outputs(root, experiment, 0) == run_outputs(alone, experiment, 0)
-    assert json.loads(dvc("status", "--json", *(s for (s,) in stages.values()), cwd=root).stdout) == {}
+    assert json.loads(dvc("status", "--json", *stages.values(), cwd=root).stdout) == {}
     locked = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    assert all(stage in locked for (stage,) in stages.values())  # dvc.lock records both, neither lost
+    assert all(stage in locked for stage in stages.values())  # dvc.lock records both, neither lost
 
 
 # ------------------------------------------------------------- 3. the same run in two clones at once
@@ -104,7 +103,7 @@ def test_two_clones_train_the_same_run_at_once_without_touching_each_other(tmp_p
 
     procs = both("repro", "validate", "download@cifar10", "download@cifar100", name="data")
     assert {c: finish(p, f"dvc repro in {c}") for c, p in procs.items()} == {c: 0 for c in clones}
-    stage, = train_stages(one, "r110_original", env)
+    stage = train_stage(one, "r110_original", env)
     procs = both("repro", "--single-item", stage, name="train")
     deadline, together, strays, site, observed = time.monotonic() + DEADLINE_S, False, set(), {c: set() for c in clones}, 0
     while any(p.poll() is None for p in procs.values()):
