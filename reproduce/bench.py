@@ -112,7 +112,8 @@ def data_case(stream, loader, device, size):
             times["reference"].append(u)
     project, reference = (n[k] * BATCH / statistics.median(times[k]) for k in ("project", "reference"))
     return {"case": "cifar_data_pipeline", "project_img_s": project, "reference_img_s": reference,
-            "ratio": project / reference, "precision": "bf16 (reference: fp32)", "batches_per_round": n}
+            "ratio": project / reference, "precision": "bf16 (reference: fp32)",
+            "batches_per_round": f"{n['project']} project, {n['reference']} reference"}
 
 
 def train_step(model, opt, batch, precision, device):
