@@ -136,17 +136,26 @@ def project_trainer(spec, stream, precision, device, compile=False):
     return lambda: train_step(net, opt, lambda: widen(stream.batch(next(it))), precision, device)
 
 
-def train_cases(stream, loader, device, size):
+def train_sides(stream, loader, device, size) -> dict:
+    """ResNet-110 training steps: the project's (bf16, fp32, compiled in full mode) and the reference's."""
     model = build_model(**R110).to(device).train()  # eager fp32 NCHW, plain SGD
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
     sides = {"bf16": project_trainer(R110, stream, "bf16", device),
              "fp32": project_trainer(R110, stream, "fp32", device),
              "reference": lambda: train_step(model, opt, lambda: next(loader), "fp32", device)}
+    if size["compile"]:  # speed.compile, not in --quick: its first step compiles (minutes on a CPU)
+        sides["compiled"] = project_trainer(R110, stream, "bf16", device, compile=compile_mode(device))
+    return sides
+
+
+def compile_mode(device):
+    return "reduce-overhead" if device.type == "cuda" else True  # + CUDA graphs on a GPU
+
+
+def train_cases(sides, device, size):
     cases = [("train_resnet110", "bf16", "bf16"), ("train_resnet110_fp32", "fp32", "fp32")]
-    if size["compile"]:  # speed.compile: its first step compiles (minutes on a CPU), not in --quick
-        mode = "reduce-overhead" if device.type == "cuda" else True  # + CUDA graphs on a GPU
-        sides["compiled"] = project_trainer(R110, stream, "bf16", device, compile=mode)
-        compile_s = timed(device, sides["compiled"])
+    if "compiled" in sides:
+        compile_s, mode = timed(device, sides["compiled"]), compile_mode(device)
         cases.append(("train_resnet110_compile", "compiled", "bf16"))
     s = alternate(device, sides, size["rounds"])
     records = []
@@ -216,9 +225,9 @@ def memory_probe(batch, device):
 
 def start_memory_probe(batch, device) -> subprocess.Popen:
     """Start measuring {checkpointing: peak bytes of one step} in a fresh process, so that no allocator
-    history counts; it runs while the images are prepared (nothing is timed then). On CPU glibc maps
-    every allocation of 128 KiB or more on its own and unmaps it when freed, so the resident size
-    follows the live tensors rather than memory the allocator keeps for later."""
+    history counts; it runs while the images and networks are prepared (nothing is timed then). On
+    CPU glibc maps every allocation of 128 KiB or more on its own and unmaps it when freed, so the
+    resident size follows the live tensors rather than memory the allocator keeps for later."""
     code = f"from reproduce.bench import memory_probe; memory_probe({batch}, {str(device)!r})"
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -233,10 +242,10 @@ def peak_bytes(probe: subprocess.Popen, batch) -> dict:
     return {k == "True": v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
-def memory_case(device, size, peaks):
+def memory_case(steps, peaks, device, size):
     batch = size["deep_batch"]
     # Two warm-up steps: the plain step's first ones page in its ~1 GiB of fresh activations.
-    s = alternate(device, deep_steps(batch, device), size["deep_rounds"], warmup=2)
+    s = alternate(device, steps, size["deep_rounds"], warmup=2)
     return {"case": "train_resnet1001_memory", "ratio": peaks[False] / peaks[True],
             "project_img_s": batch / s[True], "reference_img_s": batch / s[False],
             "time_ratio": s[True] / s[False], "precision": "bf16 channels_last", "batch_size": batch,
@@ -284,10 +293,11 @@ def run(args):
     stream = CifarStream(x, y, "cifar10", BATCH, seed=0, device=device, dtype=torch.bfloat16,
                          memory_format=torch.channels_last)  # as the training loop keeps it under bf16
     loader = reference_loader(x, y, device)
+    r110, r1001 = train_sides(stream, loader, device, size), deep_steps(size["deep_batch"], device)
     peaks = peak_bytes(probe, size["deep_batch"])  # before timing anything: it would compete for the CPU
     print("timing the data pipeline, ResNet-110 training, ResNet-1001 memory and step time ...", flush=True)
-    records = [data_case(stream, loader, device, size), *train_cases(stream, loader, device, size),
-               memory_case(device, size, peaks)]
+    records = [data_case(stream, loader, device, size), *train_cases(r110, device, size),
+               memory_case(r1001, peaks, device, size)]
     print(f"{'case':<26}{'project':>12}{'reference':>12}{'ratio':>9}  target")
     for r in records:
         r.update(device=device.type, data=data)
