@@ -90,7 +90,8 @@ def runs(params):
         p, model = cfg.protocol, cfg.model
         key = tuple(sorted((k, v) for k, v in model.items() if k not in NOT_COUNTED))
         if key not in counts:
-            counts[key] = describe(**model)["multiply_adds"]
+            info = describe(**model)  # forward + backward ≈ 3 forwards, plus checkpointing's recompute
+            counts[key] = 3 * info["multiply_adds"] + info["multiply_adds_recomputed"]
         per_image = counts[key]
         if model["dataset"] == "imagenet":
             size = cfg.data.get("size", 224)
@@ -101,7 +102,7 @@ def runs(params):
         rows.append(dict(name=name, table=table_of(name, model["dataset"], name in params.custom),
                          network=f"{model['dataset']} {model['depth']} {model['block']} {model['unit']}",
                          iterations=iterations, batch=p["batch_size"],
-                         multiply_adds=3 * per_image * iterations * p["batch_size"],
+                         multiply_adds=per_image * iterations * p["batch_size"],
                          skipped=not_run_reason(params, cfg, params.run_seeds()[0])))
     return rows
 

@@ -202,6 +202,14 @@ def test_activation_checkpointing_recomputes_all_but_the_last_stage():
     assert set(calls.values()) == {1}
 
 
+def test_describe_counts_what_checkpointing_recomputes():
+    spec = dict(dataset="cifar10", depth=1001, block="bottleneck")
+    plain, ckpt = describe(**spec), describe(**spec, activation_checkpointing=True)
+    assert plain["multiply_adds_recomputed"] == 0 and ckpt["multiply_adds"] == plain["multiply_adds"]
+    # Three stages of equal multiply-adds: the first two run a second time.
+    assert ckpt["multiply_adds_recomputed"] / ckpt["multiply_adds"] == pytest.approx(2 / 3, rel=0.01)
+
+
 def test_dropout_shortcut_scales_by_its_expectation():
     sc = S.DropoutShortcut(nn.Identity(), p=0.5)
     x, zero = torch.ones(10000), torch.zeros(10000)

@@ -158,10 +158,14 @@ def describe(**spec) -> dict:
         x = torch.zeros(1, 3, spec.input_size, spec.input_size)
     with FlopCounterMode(display=False) as counter:
         model(x)
+    by_module = counter.get_flop_counts()
+    early = sum(sum(by_module[f"ResNet.stages.{i}"].values()) for i in range(len(model.stages) - 1))
     return {
         **spec.model_dump(exclude_none=True),
         "input_size": spec.input_size,
         "params": sum(p.numel() for p in model.parameters()),
         "multiply_adds": counter.get_total_flops() // 2,  # the counter reports 2 FLOPs per multiply-add
         "residual_units": len(model.units()),
+        # what a training step with activation checkpointing runs a second time: every stage but the last
+        "multiply_adds_recomputed": early // 2 if spec.activation_checkpointing else 0,
     }
