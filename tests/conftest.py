@@ -1,11 +1,14 @@
 """Test data made in the exact official formats: CIFAR archives, an ImageNet folder tree."""
 import hashlib
 import io
+import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,13 @@ from PIL import Image
 from reproduce.data import cifar
 
 REPO = Path(__file__).resolve().parents[1]
+# DVC keeps a folder per repository in its site cache (/var/tmp/dvc): the test projects' go to one
+# folder, set before any test module builds its environment and removed when the session ends.
+SITE_CACHE = os.environ["DVC_SITE_CACHE_DIR"] = tempfile.mkdtemp(prefix="dvc-site-cache-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SITE_CACHE, ignore_errors=True)
 
 N_TRAIN, N_TEST = 50, 20  # per batch file
 
