@@ -21,7 +21,7 @@ from .data import cifar
 from .data.augment import CifarStream
 from .errors import UserError
 from .files import write_json
-from .loop import make_optimizer
+from .loop import compiled, make_optimizer
 from .models import build_model, describe
 from .plan import peak_tflops
 
@@ -129,7 +129,7 @@ def train_step(model, opt, batch, precision, device):
 def project_trainer(spec, stream, precision, device, compile=False):
     model = build_model(**spec).to(device, memory_format=torch.channels_last).train()
     opt, it = make_optimizer(model, PROTOCOL), iter(range(10**9))
-    net = torch.compile(model, mode=None if compile is True else compile) if compile else model  # speed.compile
+    net = compiled(model, compile)
     # The stream holds bf16 images; for fp32 the loop keeps an fp32 copy instead. Widening a batch
     # here costs about as much as gathering one, a few hundred microseconds of a step of ~1 s.
     widen = (lambda b: (b[0].float(), b[1])) if precision == "fp32" else (lambda b: b)

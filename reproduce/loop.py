@@ -42,6 +42,11 @@ def make_optimizer(model, p: dict):
     return torch.optim.SGD(groups, lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"])
 
 
+def compiled(net, setting):
+    """speed.compile: False (eager), True (torch.compile's default mode) or the name of a mode."""
+    return torch.compile(net, mode=None if setting is True else setting) if setting else net
+
+
 def setup_device(speed: Speed):
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
@@ -89,8 +94,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if speed.compile:
-        net = torch.compile(net, mode=None if speed.compile is True else speed.compile)
+    net = compiled(net, speed.compile)
     autocast = torch.autocast(device.type, torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
     curves = Curves(Path(curves_dir or out / "curves"), history) if rank == 0 else None
     total, every = source.iterations, p["log_every"]
