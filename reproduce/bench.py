@@ -274,6 +274,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    start = time.perf_counter()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible; use auto or cpu")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
@@ -315,4 +316,4 @@ def run(args):
             print(f"{r['case']}: {r['multiply_adds_per_s'] / 1e12:.1f} T multiply-adds/s"
                   + (f", {100 * r['peak_fraction']:.0f}% of {r['gpu']}'s bf16 peak" if r["peak_fraction"] else ""))
     write_json(args.out, records)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}; the bench took {time.perf_counter() - start:.0f} s")
