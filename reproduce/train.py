@@ -14,6 +14,7 @@ running it again, and a killed stage, or one rerun because `seeds` grew, then ta
 from there instead of training them again.
 """
 import statistics
+import tempfile
 from pathlib import Path
 
 from .files import write_json
@@ -73,8 +74,7 @@ def summary(results: dict) -> dict:
 def writable(folder: Path):
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.touch()
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=folder):  # a name of its own: a DDP run's processes probe at once
+            pass
     except OSError as e:
         raise UserError(f"cannot write to {folder}: {e.strerror}") from None

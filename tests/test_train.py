@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import make_archive, make_imagenet, run_cli, write_params
 from reproduce.config import load_params, run_config
 from reproduce.data import digits
 from reproduce.loop import lr_at, train
+from reproduce.train import writable
 
 TINY = {"tiny": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
 
@@ -160,9 +162,10 @@ def test_two_gloo_processes_train_like_one(study, checkpointing):
     write_params(study, {"tiny": {**TINY["tiny"], "activation_checkpointing": checkpointing}})
     run_cli("train", "--experiment", "tiny", "--seed", "0", *apart("runs/one"), cwd=study)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "reproduce", "train", "--experiment",
-                    "tiny", "--seed", "0", *apart("runs/two")], cwd=study, check=True, capture_output=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "reproduce", "train",
+                           "--experiment", "tiny", "--seed", "0", *apart("runs/two")], cwd=study, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
     one, two = metrics(study / "runs" / "one" / "seed0"), metrics(study / "runs" / "two" / "seed0")
     assert two["status"] == "finished" and two["processes"] == 2 and one["processes"] == 1
     # Same data, same initialisation, gradients averaged over the same 32 images; only BN statistics
@@ -189,6 +192,14 @@ def test_an_unwritable_run_directory_is_one_clear_error(study):
     result = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=study, check=False)
     assert result.returncode == 2 and "cannot write to runs/tiny/seed0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_processes_check_one_folder_at_once(tmp_path):
+    # A DDP run's processes all check the run's folders as they start; one's check must not undo another's
+    # (a shared probe file made the torchrun test fail about one time in five).
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: writable(tmp_path / "seed0"), range(2000)))
+    assert list((tmp_path / "seed0").iterdir()) == []
 
 
 def test_a_checkpoint_of_another_config_is_refused(study):
