@@ -177,6 +177,20 @@ def test_each_image_is_a_possibly_flipped_window_of_the_padded_image(images):
     assert flips == {0, 1} and offsets == {(dy, dx) for dy in range(9) for dx in range(9)}
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_batch_on_the_gpu_never_waits_for_it(images):
+    # The hot loop must not synchronise the host with the GPU: the CPU queues the next steps while the
+    # GPU runs this one. The sync debug mode raises on any synchronising call.
+    s, expected = stream(images, device="cuda"), stream(images).batch(3)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = s.batch(3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got[0].cpu(), expected[0])  # the same crops as on the CPU
+    assert torch.equal(got[1].cpu(), expected[1])
+
+
 def test_eval_batches_are_in_order_and_unaugmented(images):
     batches = list(augment.eval_batches(images, torch.arange(N), "cifar10", batch_size=40))
     assert [len(y) for _, y in batches] == [40, 40, 20]

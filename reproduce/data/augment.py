@@ -76,12 +76,19 @@ class CifarStream:
     def batch(self, it, share=slice(None)):
         """(images, labels) of batch `it` (of its `share` of samples, for one of several processes); the
         same (seed, it) gives the same bits whatever came before."""
-        idx, flip, dy, dx = (t[share].to(self.device) for t in (self.indices(it), *self.draws(it)))
-        h, w, c = self.shape
+        idx, flip, dy, dx = (t[share] for t in (self.indices(it), *self.draws(it)))
         corner = ((idx * 2 + flip.long()) * self.side + dy) * self.side + dx  # each crop's first pixel
+        idx, corner = to_device(torch.stack([idx, corner]), self.device)
+        h, w, c = self.shape
         rows = (corner[:, None] + self.side * torch.arange(h, device=self.device)).flatten()
         x = self.rows.index_select(0, rows).view(-1, h, w, c).permute(0, 3, 1, 2)  # NCHW, channels-last memory
         return x.contiguous(memory_format=self.memory_format), self.y[idx]
+
+
+def to_device(t, device):
+    """A host tensor on `device`. To a GPU from pinned memory without blocking: a copy from pageable
+    memory makes the host wait until the GPU has run everything queued, once a step in the hot loop."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
 
 def eval_batches(x, y, name, batch_size=1000, device="cpu", dtype=torch.float32,
