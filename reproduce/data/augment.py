@@ -47,6 +47,7 @@ class CifarStream:
         # rows[r]: the W pixels starting at pixel r of `both`, a view; a crop is H of them, a row apart.
         self.rows = flat.as_strided((flat.numel() // c - w + 1, w * c), (c, 1))
         self.side, self.shape = w + 2 * PAD, (h, w, c)
+        self.row_step = self.side * torch.arange(h, device=device)  # a crop's rows from its first pixel
         self.y = y.to(device)
         self.n, self.batch_size, self.seed = len(y), batch_size, seed
         self.device, self.memory_format = torch.device(device), memory_format
@@ -80,7 +81,7 @@ class CifarStream:
         corner = ((idx * 2 + flip.long()) * self.side + dy) * self.side + dx  # each crop's first pixel
         idx, corner = to_device(torch.stack([idx, corner]), self.device)
         h, w, c = self.shape
-        rows = (corner[:, None] + self.side * torch.arange(h, device=self.device)).flatten()
+        rows = (corner[:, None] + self.row_step).flatten()
         x = self.rows.index_select(0, rows).view(-1, h, w, c).permute(0, 3, 1, 2)  # NCHW, channels-last memory
         return x.contiguous(memory_format=self.memory_format), self.y[idx]
 
