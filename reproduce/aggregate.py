@@ -20,10 +20,11 @@ TOLERANCE_PP = 0.5
 # loss) or its median final error is ≥ 20%: 3× the ResNet-110 baseline (6.61%), above every Table 1
 # variant the paper reports as converging (≤ 12.86%).
 FAIL_ERROR_PCT = 20.0
-RESULT_COLUMNS = ["table", "row", "column", "metric", "paper", "median", "mean", "std", "runs", "failed", "status"]
+RESULT_COLUMNS = ["table", "row", "column", "metric", "recipe", "paper", "median", "mean", "std", "runs", "failed",
+                  "status"]
 METRIC_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "test_top1_center320",
                "test_top5_center320"]
-RUN_COLUMNS = ["experiment", "seed", "status", "current", "profile", "custom", "dataset", "failed_at", "reason",
+RUN_COLUMNS = ["experiment", "seed", "status", "current", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
                "train_loss", "train_error", *METRIC_KEYS, "wall_s", "processes", "device", "precision",
                "iterations", "params", "multiply_adds", "digest"]
 
@@ -32,7 +33,7 @@ def collect(runs_dir, params: Params) -> pd.DataFrame:
     """One row per run directory `runs_dir/<experiment>/seed<seed>/`. `current` marks runs of the
     present params.yaml (a seed it lists, the same config digest): a run left over from other params or
     another profile is listed but never counted."""
-    experiments, seeds = params.all_experiments(), {*params.seeds, *params.run_seeds()}
+    experiments = params.all_experiments()
     rows = []
     for run in sorted(Path(runs_dir).glob("*/seed*")):
         match = re.fullmatch(r"seed(\d+)", run.name)
@@ -42,8 +43,8 @@ def collect(runs_dir, params: Params) -> pd.DataFrame:
         path = run / "metrics.json"
         metrics = json.loads(path.read_text()) if path.exists() else \
             {"status": "not_run", "reason": "no metrics.json: running or interrupted"}
-        expected = run_config(params, experiment).digest(seed) if experiment in experiments and seed in seeds \
-            else None
+        listed = experiment in experiments and seed in params.seeds_of(experiment)
+        expected = run_config(params, experiment).digest(seed) if listed else None
         # A run still training has no metrics.json (no digest) yet: it counts as one of these params.
         rows.append({**metrics, "experiment": experiment, "seed": seed,
                      "current": expected is not None and metrics.get("digest", expected) == expected,
@@ -93,20 +94,27 @@ def verdict(paper: str, summary: dict, each: list[dict]) -> str:
 
 def results(runs: pd.DataFrame, paper: pd.DataFrame, params: Params | None = None) -> pd.DataFrame:
     """One row per non-literature cell of the paper, then (given `params`) one per metric of each custom
-    experiment (table `custom`, no paper number; status only `fail`, `not_run` or blank)."""
+    experiment (table `custom`, no paper number; status only `fail`, `not_run` or blank). `recipe`: the
+    recipe its experiments are trained with (given `params`)."""
+    experiments = params.all_experiments() if params else {}
+
+    def recipe(names):
+        return " ".join(sorted({experiments[n].recipe for n in names if n in experiments}))
+
     rows = []
     for cell in paper[~paper.literature].itertuples(index=False):
-        experiments, key = cell.experiment.split(), metric_key(cell.metric, cell.column)
-        summary = summarize(runs, experiments, key)
-        each = [summarize(runs, [e], key) for e in experiments]
+        names, key = cell.experiment.split(), metric_key(cell.metric, cell.column)
+        summary = summarize(runs, names, key)
+        each = [summarize(runs, [e], key) for e in names]
         rows.append({"table": cell.table, "row": cell.row, "column": cell.column, "metric": cell.metric,
-                     "paper": cell.paper, **summary, "status": verdict(cell.paper, summary, each)})
+                     "recipe": recipe(names), "paper": cell.paper, **summary,
+                     "status": verdict(cell.paper, summary, each)})
     for name, exp in (params.custom if params else {}).items():
         for metric, column in dataset_metrics(exp.dataset):
             summary = summarize(runs, [name], metric_key(metric, column))
             status = "not_run" if not summary["runs"] else "fail" if math.isnan(summary["median"]) else ""
-            rows.append({"table": "custom", "row": name, "column": column, "metric": metric, "paper": "",
-                         **summary, "status": status})
+            rows.append({"table": "custom", "row": name, "column": column, "metric": metric, "recipe": exp.recipe,
+                         "paper": "", **summary, "status": status})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

@@ -28,7 +28,8 @@ from .plan import peak_tflops
 BATCH = 128
 R110 = dict(dataset="cifar10", depth=110, block="basic", unit="original")
 R1001 = dict(dataset="cifar10", depth=1001, block="bottleneck", unit="full_preact")
-PROTOCOL = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, weight_decay_bn=True)
+PROTOCOL = dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, weight_decay_bn=True,
+                weight_decay_gate_bias=False)
 # (field, sense, bound): targets for this project on a 2-core CPU with AMX, checked on CPU only.
 TARGETS = {"cifar_data_pipeline": [("ratio", ">=", 20)], "train_resnet110": [("ratio", ">=", 2)],
            "train_resnet1001_memory": [("ratio", ">=", 4), ("time_ratio", "<=", 1.4)]}
@@ -166,17 +167,17 @@ def train_cases(sides, device, size):
         if side == "compiled":
             r.update(compile_s=compile_s, note=f"torch.compile, mode {mode if mode is not True else 'default'}; "
                                                "compile_s: its first step, compiling included")
-        if device.type == "cuda" and precision == "bf16":  # the peak in the table is bf16's
-            r.update(gpu_utilisation(r["project_img_s"], device))
+        if device.type == "cuda":
+            r.update(gpu_utilisation(r["project_img_s"], device, precision))
         records.append(r)
     return records
 
 
-def gpu_utilisation(img_s, device) -> dict:
-    """Training multiply-adds per second (forward x 3 for forward + backward) against the GPU's bf16 peak."""
+def gpu_utilisation(img_s, device, precision) -> dict:
+    """Training multiply-adds per second (forward x 3 for forward + backward) against the GPU's peak."""
     name = torch.cuda.get_device_name(device)
     rate = describe(**R110)["multiply_adds"] * 3 * img_s
-    peak = peak_tflops(name)
+    peak = peak_tflops(name, precision)
     return {"gpu": name, "multiply_adds_per_s": rate,
             "peak_fraction": rate / (peak * 1e12 / 2) if peak else None}  # 2 FLOPs per multiply-add
 

@@ -23,7 +23,10 @@ COMMANDS = {
 
 
 def add_arguments(parser):
-    """`describe`: --key value for every model-spec key; pydantic checks and converts the values."""
+    """`describe`: an experiment of params.yaml, or --key value for every model-spec key (pydantic checks
+    and converts the values)."""
+    parser.add_argument("--experiment", help="an experiment of params.yaml: its network, recipe and protocol")
+    parser.add_argument("--params", default="params.yaml", help="params file for --experiment (default: params.yaml)")
     for name, field in ModelSpec.model_fields.items():
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         choices = [a for arg in typing.get_args(field.annotation) for a in typing.get_args(arg) or [arg]]
@@ -37,13 +40,32 @@ def run(args):
     from .models import describe
 
     spec = {k: getattr(args, k) for k in ModelSpec.model_fields if getattr(args, k, None) is not None}
-    info = describe(**spec)
+    if args.experiment:
+        info = experiment_info(args.params, args.experiment, spec)
+    else:
+        info = describe(**spec)
     if args.json:
         print(json.dumps(info, indent=2))
         return
     for key, value in info.items():
         shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
         print(f"{key:>24}  {shown}")
+
+
+def experiment_info(params_path, experiment, spec) -> dict:
+    """What `describe --experiment` shows: the network as its run builds it, with its recipe and protocol."""
+    from .config import load_params, run_config, schedule
+    from .models import describe
+
+    if spec:
+        raise UserError(f"--experiment takes its network from params.yaml; drop --{', --'.join(spec)}")
+    cfg = run_config(load_params(params_path), experiment)
+    p = cfg.protocol
+    iterations = schedule(p, 1_281_167 if cfg.model["dataset"] == "imagenet" else 50_000)[0] \
+        if cfg.profile == "paper" else None
+    return {"experiment": experiment, "recipe": cfg.recipe, **describe(**cfg.model),
+            **{k: p[k] for k in ("batch_size", "bn_batch", "nesterov", "batches") if k in p},
+            **({"iterations": iterations} if iterations else {}), "precision": cfg.precision}
 
 
 def main(argv=None):

@@ -1,16 +1,17 @@
 """params.yaml: its schema (checked before anything trains) and the resolution of one run's config."""
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
-                      model_validator, AfterValidator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError,
+                      field_validator, model_validator)
 
 from .errors import UserError, did_you_mean, explain
-from .models.spec import CIFAR_LAYERS, ModelSpec
+from .models.spec import ModelSpec
 
 
 class Strict(BaseModel):
@@ -18,29 +19,41 @@ class Strict(BaseModel):
 
 
 class Optim(Strict):
-    """SGD as in the paper's appendix; `nesterov` and `weight_decay_bn` from fb.resnet.torch `train.lua`."""
+    """SGD as in the paper's appendix; what the two recipes do differently comes from `Recipe`."""
 
     batch_size: PositiveInt
+    # Training BN normalises over groups of this many images of the batch, as over each GPU's share in
+    # the paper ("128 on 2 GPUs (64 each)", "256 on 8 GPUs (32 each)"): models/batchnorm.py.
+    bn_batch: PositiveInt
     lr: PositiveFloat
     momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
     weight_decay: float = Field(1e-4, ge=0)
-    weight_decay_bn: bool = True
+    weight_decay_bn: bool = True  # BN's gamma/beta decay too (fb.resnet.torch decays every parameter)
+    # Table 1's gates: b_g's initial value is the variable studied; decay would pull it toward 0
+    # (by ~e^-3.2 over 32k iterations at lr 0.1), so b_g is not decayed (the gate's conv weights are).
+    weight_decay_gate_bias: bool = False
     eval_batch_size: PositiveInt = 1000
     log_every: PositiveInt = 100  # iterations between training-loss/error points (one host sync each)
+    eval_every: PositiveInt  # a multiple of log_every
     checkpoint_every: PositiveInt = 1000  # a multiple of log_every
 
     @model_validator(mode="after")
     def _aligned(self):
-        if self.checkpoint_every % self.log_every:
-            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
-                             f"log_every ({self.log_every})")
+        for key in ("eval_every", "checkpoint_every"):  # both are acted on at log points only
+            if getattr(self, key) % self.log_every:
+                raise ValueError(f"{key} ({getattr(self, key)}) must be a multiple of log_every ({self.log_every})")
+        if self.batch_size % self.bn_batch:
+            raise ValueError(f"bn_batch ({self.bn_batch}) must divide batch_size ({self.batch_size}): BN groups "
+                             "are equal shares of the batch, as the paper's GPUs had")
         return self
 
 
 class CifarProtocol(Optim):
     iterations: PositiveInt = 64000
-    milestones: list[PositiveInt] = [32000, 48000]  # lr ÷ 10 at each
+    # When set, the run lasts `epochs` epochs of ceil(training images / batch_size) batches (fb.resnet.torch
+    # dataloader.lua) instead of `iterations`, and `milestones` count epochs (train.lua): `schedule`.
+    epochs: Optional[PositiveInt] = None
+    milestones: list[PositiveInt] = [32000, 48000]  # lr ÷ 10 once this many iterations (or epochs) are done
     warmup_lr: float = Field(0.01, ge=0)  # paper appendix: 0.01 for the first 400 iterations
     warmup_iterations: int = Field(400, ge=0)
     eval_every: PositiveInt = 2000
@@ -49,21 +62,34 @@ class CifarProtocol(Optim):
 class ImageNetProtocol(Optim):
     epochs: PositiveInt = 90  # fb.resnet.torch `opts.lua` default for ImageNet
     milestones: list[PositiveInt] = [30, 60]  # epochs
-    workers: int = Field(8, ge=0)
+    workers: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"  # DataLoader processes per training process
     eval_every: PositiveInt = 5000
+
+
+class Recipe(Strict):
+    """What the two implementations behind the paper's numbers do differently (params.yaml `recipes:`)."""
+
+    nesterov: bool
+    batches: Literal["continuous", "per_epoch"]  # CIFAR: across epoch ends (Caffe) or one epoch at a time
+    imagenet_stride: Literal["1x1", "3x3"]  # stride_on of ImageNet bottlenecks
 
 
 class Speed(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast; fp32 for strict fidelity
-    channels_last: bool = True
+    # fp32 as the paper trained (a GPU's TF32 convolutions off); tf32 and bf16 autocast are opt-in speed
+    # knobs; fp64 checks that two hardware layouts compute the same (tests)
+    precision: Literal["fp32", "tf32", "bf16", "fp64"] = "fp32"
+    channels_last: Union[Literal["auto"], bool] = "auto"
     # true: torch.compile's default mode; "reduce-overhead" adds CUDA graphs (GPU; a CPU ignores them)
-    compile: Literal[False, True, "reduce-overhead", "max-autotune"] = False
+    compile: Literal["auto", False, True, "reduce-overhead", "max-autotune"] = "auto"
+    threads: Union[Literal["auto"], PositiveInt] = "auto"  # torch's intra-op threads
 
 
 class Experiment(ModelSpec):
-    """A network (ModelSpec keys) plus what one experiment changes about its dataset's protocol."""
+    """A network (ModelSpec keys), the recipe it is trained with and what it changes about its protocol."""
 
+    recipe: str = "paper"  # a name under `recipes:`
+    seeds: Optional[list[int]] = None  # default: the top-level `seeds`
     protocol: dict = {}  # e.g. Table 4's ResNet-1001†: batch 64 for 200 epochs
     augmentation: Literal["scale", "scale_aspect"] = "scale"  # ImageNet only (Table 5)
 
@@ -72,12 +98,13 @@ class Smoke(Strict):
     """The `smoke` profile: the same DAG, small enough to finish in minutes on a 2-core CPU."""
 
     data: Literal["digits", "cifar"] = "digits"  # digits: scikit-learn's, standing in for CIFAR (no download)
-    iterations: PositiveInt = 30
+    iterations: PositiveInt = 300
+    evaluations: PositiveInt = 5  # test-error points on each run's curves
     depth: dict[str, PositiveInt] = {"basic": 8, "bottleneck": 11, "single": 5}
     imagenet_depth: Literal[50, 101, 152, 200] = 50
     batch_size: PositiveInt = 32
-    train_images: PositiveInt = 512
-    test_images: PositiveInt = 256
+    train_images: PositiveInt = 2000  # at most; the digits have 1,297 training and 500 test images
+    test_images: PositiveInt = 500
     imagenet_size: PositiveInt = 64  # ImageNet crops in smoke runs (the paper: 224 train, 320 test)
     seeds: list[int] = [0]
 
@@ -88,6 +115,15 @@ class Dataset(Strict):
 
 class ImageNetData(Strict):
     root: Optional[str] = None  # ILSVRC2012 train/ and val/ in ImageFolder layout; unset: Table 5 not run
+
+    @field_validator("root")
+    @classmethod
+    def _exists(cls, root):
+        if root is not None:
+            from .data.layout import check_imagenet_root
+
+            check_imagenet_root(root)  # the ImageNet stage's own error, before anything trains
+        return root
 
 
 class Data(Strict):
@@ -107,40 +143,70 @@ def _name(name: str) -> str:
 ExperimentName = Annotated[str, AfterValidator(_name)]
 
 
+def _distinct(seeds):
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct (got {seeds})")
+    return seeds
+
+
+class CifarRun(CifarProtocol):
+    """One CIFAR run's protocol: the `cifar:` section, its recipe's choices and the experiment's own."""
+
+    nesterov: bool
+    batches: Literal["continuous", "per_epoch"]
+
+
+class ImageNetRun(ImageNetProtocol):
+    nesterov: bool
+
+
 class Params(Strict):
     profile: Literal["paper", "smoke"] = "paper"
-    seeds: list[int] = Field(min_length=1)
+    seeds: Annotated[list[int], AfterValidator(_distinct)] = Field(min_length=1)
     data: Data
     cifar: CifarProtocol
     imagenet: ImageNetProtocol
+    recipes: dict[str, Recipe]
     speed: Speed = Speed()
     smoke: Smoke = Smoke()
     experiments: dict[ExperimentName, Experiment]
     custom: dict[ExperimentName, Experiment] = {}
 
-    @field_validator("seeds")
-    @classmethod
-    def _unique(cls, seeds):
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct (got {seeds})")
-        return seeds
-
     @model_validator(mode="after")
-    def _protocol_overrides(self):
+    def _experiments(self):
         for section in ("experiments", "custom"):
             for name, exp in getattr(self, section).items():
-                base = self.imagenet if exp.dataset == "imagenet" else self.cifar
+                where = f"{section}.{name}"
+                if exp.recipe not in self.recipes:
+                    raise ValueError(f"{where}.recipe: unknown recipe '{exp.recipe}'"
+                                     f"{did_you_mean(exp.recipe, self.recipes)}; defined: {', '.join(self.recipes)}")
+                _distinct(exp.seeds)
+                resolved = ImageNetRun if exp.dataset == "imagenet" else CifarRun
                 try:
-                    type(base)(**{**base.model_dump(), **exp.protocol})
+                    resolved(**self.protocol(exp))
                 except ValidationError as e:
-                    raise ValueError(f"{section}.{name}.protocol: " + str(explain(e, type(base)))) from None
+                    raise ValueError(f"{where}.protocol: " + str(explain(e, resolved))) from None
         return self
+
+    def protocol(self, exp: Experiment) -> dict:
+        """The dataset's protocol, then what the experiment's recipe sets, then the experiment's own keys."""
+        recipe = self.recipes[exp.recipe]
+        if exp.dataset == "imagenet":
+            return {**self.imagenet.model_dump(), "nesterov": recipe.nesterov, **exp.protocol}
+        p = {**self.cifar.model_dump(), "nesterov": recipe.nesterov, "batches": recipe.batches, **exp.protocol}
+        if p.get("epochs"):  # a schedule in epochs replaces the iterations (CifarProtocol.epochs)
+            p.pop("iterations")
+        return p
 
     def all_experiments(self) -> dict[str, Experiment]:
         clash = set(self.experiments) & set(self.custom)
         if clash:
             raise UserError(f"custom experiment names clash with the study's: {', '.join(sorted(clash))}")
         return {**self.experiments, **self.custom}
+
+    def seeds_of(self, name: str) -> list[int]:
+        """The seeds an experiment records: its own `seeds`, else the study's."""
+        return self.all_experiments()[name].seeds or self.seeds
 
     def run_seeds(self) -> list[int]:
         return self.smoke.seeds if self.profile == "smoke" else self.seeds
@@ -167,6 +233,7 @@ class RunConfig(Strict):
 
     experiment: str
     profile: str
+    recipe: str
     model: dict
     protocol: dict
     data: dict
@@ -183,27 +250,49 @@ def run_config(params: Params, experiment: str) -> RunConfig:
         raise UserError(f"unknown experiment '{experiment}'{did_you_mean(experiment, experiments)}; "
                         f"defined: {', '.join(experiments)}")
     exp = experiments[experiment]
+    imagenet = exp.dataset == "imagenet"
     model = exp.model_dump(include=set(ModelSpec.model_fields), exclude_none=True)
     model.pop("activation_checkpointing", None)  # a memory knob, not part of what the network computes
     if exp.activation_checkpointing:
         model["activation_checkpointing"] = True
-    imagenet = exp.dataset == "imagenet"
-    protocol = {**(params.imagenet if imagenet else params.cifar).model_dump(), **exp.protocol}
+    if exp.block == "bottleneck" and not exp.stride_on:  # CIFAR: resnet-pre-act.lua's 1x1 in both recipes
+        model["stride_on"] = params.recipes[exp.recipe].imagenet_stride if imagenet else "1x1"
+    protocol = params.protocol(exp)
     data = {"augmentation": exp.augmentation, "root": params.data.imagenet.root} if imagenet \
         else {"path": f"data/{exp.dataset}.pt"}
     if params.profile == "smoke":
-        s = params.smoke
-        model["depth"] = s.imagenet_depth if imagenet else s.depth[exp.block]
-        protocol.update(batch_size=min(protocol["batch_size"], s.batch_size), log_every=5,
-                        checkpoint_every=10, eval_every=s.iterations, eval_batch_size=s.test_images)
-        if imagenet:
-            protocol.update(epochs=2, milestones=[1], workers=0)
-            data.update(size=s.imagenet_size)
-        else:
-            protocol.update(iterations=s.iterations, milestones=[s.iterations // 2], warmup_iterations=3)
-        data.update(train_images=s.train_images, test_images=s.test_images)
-    return RunConfig(experiment=experiment, profile=params.profile, model=model, protocol=protocol,
-                     data=data, precision=params.speed.precision)
+        smoke(params.smoke, model, protocol, data, imagenet, exp.block)
+    return RunConfig(experiment=experiment, profile=params.profile, recipe=exp.recipe, model=model,
+                     protocol=protocol, data=data, precision=params.speed.precision)
+
+
+def smoke(s: Smoke, model: dict, protocol: dict, data: dict, imagenet: bool, block: str):
+    """Shrink a run to the smoke profile: depth, length, batch and data; the BN groups per batch stay."""
+    groups = protocol["batch_size"] // protocol["bn_batch"]
+    batch = min(protocol["batch_size"], s.batch_size)
+    model["depth"] = s.imagenet_depth if imagenet else s.depth[block]
+    protocol.update(batch_size=batch, bn_batch=max(1, batch // groups), eval_batch_size=s.test_images)
+    if imagenet:
+        protocol.update(epochs=2, milestones=[1], workers=0, log_every=1, eval_every=1, checkpoint_every=1)
+        data.update(size=s.imagenet_size)
+    else:
+        log = max(1, s.iterations // 30)
+        every = max(log, round(s.iterations / s.evaluations / log) * log)
+        protocol.pop("epochs", None)
+        protocol.update(iterations=s.iterations, milestones=[s.iterations // 2, s.iterations * 3 // 4],
+                        warmup_iterations=min(protocol["warmup_iterations"], s.iterations // 30),
+                        log_every=log, eval_every=every, checkpoint_every=every)
+    data.update(train_images=s.train_images, test_images=s.test_images)
+
+
+def schedule(protocol: dict, train_images: int) -> tuple[int, list[int], int]:
+    """(iterations, lr milestones in iterations, batches per epoch) of a run. An epoch is ceil(images /
+    batch) batches, the last one smaller (fb.resnet.torch dataloader.lua `DataLoader:size()`); a schedule
+    in epochs steps the lr once that many epochs are done (train.lua: `epoch >= 81`, epochs from 1)."""
+    per_epoch = math.ceil(train_images / protocol["batch_size"])
+    if protocol.get("epochs"):
+        return protocol["epochs"] * per_epoch, [m * per_epoch for m in protocol["milestones"]], per_epoch
+    return protocol["iterations"], list(protocol["milestones"]), per_epoch
 
 
 def not_run_reason(params: Params, cfg: RunConfig, seed: int) -> Optional[str]:
@@ -224,9 +313,9 @@ def write_configs(params: Params, folder: Path):
     folder = Path(folder)
     names = params.all_experiments()
     for name in names:
-        cfg = run_config(params, name)
-        trained = [seed for seed in params.seeds if not not_run_reason(params, cfg, seed)]
-        write_json(folder / f"{name}.json", {**cfg.model_dump(), "seeds": params.seeds, "trained_seeds": trained})
+        cfg, seeds = run_config(params, name), params.seeds_of(name)
+        trained = [seed for seed in seeds if not not_run_reason(params, cfg, seed)]
+        write_json(folder / f"{name}.json", {**cfg.model_dump(), "seeds": seeds, "trained_seeds": trained})
     for stale in folder.glob("*.json"):
         if stale.stem not in names:
             stale.unlink()
@@ -241,6 +330,6 @@ def run(args):
     """Stage `validate`: check every key of params.yaml, then write each experiment's resolved config."""
     params = load_params(args.params)
     write_configs(params, args.out)
-    runs = len(params.all_experiments()) * len(params.seeds)
+    runs = sum(len(params.seeds_of(name)) for name in params.all_experiments())
     print(f"{args.params}: valid; profile {params.profile}, {len(params.all_experiments())} experiments, "
           f"{runs} runs" + (" (SMOKE: tiny networks on a stand-in dataset)" if params.profile == "smoke" else ""))

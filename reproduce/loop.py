@@ -9,7 +9,6 @@ whose training loss becomes NaN/inf stops, is recorded as `failed` with the iter
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -17,13 +16,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, speed as knobs
 from .config import RunConfig, Speed
 from .data.sources import make_source
 from .errors import UserError
 from .files import load_json, write_json
 from .logs import Curves
 from .models import build_model, describe
+from .models.batchnorm import group_batch_norm
+from .models.shortcuts import Gate
 
 
 def lr_at(it: int, p: dict, milestones) -> float:
@@ -34,12 +35,18 @@ def lr_at(it: int, p: dict, milestones) -> float:
 
 
 def make_optimizer(model, p: dict):
-    """SGD; fb.resnet.torch `train.lua` decays every parameter, BN too (`weight_decay_bn: false` exempts
-    BN and biases)."""
-    decay = [q for n, q in model.named_parameters() if p["weight_decay_bn"] or q.ndim > 1]
-    rest = [q for n, q in model.named_parameters() if not (p["weight_decay_bn"] or q.ndim > 1)]
-    groups = [{"params": decay, "weight_decay": p["weight_decay"]}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"])
+    """SGD with momentum, Nesterov's or plain as the recipe says (fb.resnet.torch train.lua: nesterov =
+    true, dampening 0; Caffe's solver: plain). Weight decay on every parameter as train.lua, except BN's
+    gamma/beta when `weight_decay_bn` is false and the gates' b_g unless `weight_decay_gate_bias`."""
+    exempt = {id(m.conv.bias) for m in model.modules() if isinstance(m, Gate)} \
+        if not p["weight_decay_gate_bias"] else set()
+    if not p["weight_decay_bn"]:
+        exempt |= {id(q) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for q in m.parameters()}
+    groups = [{"name": "decayed", "weight_decay": p["weight_decay"],
+               "params": [q for q in model.parameters() if id(q) not in exempt]},
+              {"name": "not decayed", "weight_decay": 0.0, "params": [q for q in model.parameters() if id(q) in exempt]}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=p["lr"], momentum=p["momentum"],
+                           nesterov=p["nesterov"])
 
 
 def compiled(net, setting):
@@ -48,6 +55,7 @@ def compiled(net, setting):
 
 
 def setup_device(speed: Speed):
+    knobs.set_threads(speed.threads)
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     want = speed.device
@@ -58,8 +66,10 @@ def setup_device(speed: Speed):
     if cuda:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+        # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means fp32.
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = speed.precision == "tf32"
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")  # BN stays per process, as per GPU in the paper
+        dist.init_process_group("nccl" if cuda else "gloo")
     return device, rank, world
 
 
@@ -74,8 +84,9 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     device, rank, world = setup_device(speed)
     p = cfg.protocol
     torch.manual_seed(seed)
-    fmt = torch.channels_last if speed.channels_last else torch.contiguous_format
-    model = build_model(**cfg.model).to(device, memory_format=fmt)
+    fmt = knobs.memory_format(speed.channels_last, device)
+    model = build_model(**cfg.model).to(device, knobs.PARAMETERS[cfg.precision], memory_format=fmt)
+    group_batch_norm(model, p["batch_size"], p["bn_batch"], rank, world)  # the paper's per-GPU BN batch
     opt = make_optimizer(model, p)
     source = make_source(cfg, seed, device, rank, world, fmt)
     ckpt_path = checkpoint_dir / f"{cfg.experiment}-seed{seed}-{digest}.pt"
@@ -94,12 +105,12 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = compiled(net, speed.compile)
-    autocast = torch.autocast(device.type, torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+    net = compiled(net, knobs.compile_mode(speed.compile, device))
+    autocast = knobs.autocast(cfg.precision, device)
     curves = Curves(Path(curves_dir or out / "curves"), history) if rank == 0 else None
     total, every = source.iterations, p["log_every"]
-    losses = torch.zeros(every, device=device)  # per-iteration values stay on the device until a log point
-    wrong = torch.zeros(every, device=device)
+    losses = torch.zeros(every, device=device, dtype=torch.float64)  # on the device until a log point
+    wrong, seen = torch.zeros(every, device=device), 0
     bar = tqdm(total=total, initial=start, desc=f"{cfg.experiment} seed {seed}", disable=rank != 0,
                dynamic_ncols=True, unit="it")
     t0 = time.time() - elapsed
@@ -110,18 +121,21 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
                                     "elapsed": time.time() - t0, "digest": digest, "last": last,
                                     "curves": curves.history, "config": cfg.model_dump(), "seed": seed, **extra})
     model.train()
-    for it, (x, y) in zip(range(start, total), source.batches(start)):
+    for it, (x, y, images) in zip(range(start, total), source.batches(start)):
         lr = lr_at(it, p, source.milestones)
         for group in opt.param_groups:
             group["lr"] = lr
         with autocast:
             logits = net(x)
-            loss = F.cross_entropy(logits, y)
+        # The mean over the global batch: DDP averages the processes' gradients, so each process's sum
+        # is scaled by world / images (an uneven share, such as an epoch's short last batch, stays exact).
+        loss = F.cross_entropy(knobs.at_least_fp32(logits), y, reduction="sum") * (world / images)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses[it % every] = loss.detach()
         wrong[it % every] = (logits.argmax(1) != y).sum()
+        seen += images
         bar.update()
         if (it + 1) % every and it + 1 != total:
             continue
@@ -134,7 +148,8 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         if not all(map(math.isfinite, window)):
             status, failed_at = "failed", it + 1 - n + next(i for i, v in enumerate(window) if not math.isfinite(v))
             break
-        last.update({"train/loss": sum(window) / n, "train/error": 100.0 * wrong[:n].sum().item() / (n * len(y) * world)})
+        last.update({"train/loss": sum(window) / n, "train/error": 100.0 * wrong[:n].sum().item() / seen})
+        seen = 0
         bar.set_postfix(loss=f"{last['train/loss']:.3f}", lr=f"{lr:g}")
         if curves:
             curves.log(it + 1, {"train/loss": last["train/loss"], "train/error": last["train/error"], "lr": lr})
@@ -152,7 +167,8 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     if status == "failed" and start < total:  # failed in this call: its state says so from now on
         save_state(total, status=status, failed_at=failed_at)
     metrics = {"status": status, "failed_at": failed_at, "experiment": cfg.experiment, "seed": seed,
-               "profile": cfg.profile, "digest": digest, "iterations": total, "precision": cfg.precision,
+               "profile": cfg.profile, "recipe": cfg.recipe, "digest": digest, "iterations": total,
+               "precision": cfg.precision,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "processes": world, "wall_s": time.time() - t0}
     size = describe(**cfg.model)

@@ -2,31 +2,35 @@
 
 Cost is counted in multiply-adds: a network's forward count (`describe`) × 3 for forward + backward,
 × the images a run sees. Hours follow from a multiply-add rate: this device's, measured on a few
-training steps of a small network, and a named GPU's bf16 peak × a stated efficiency.
+training steps of a small network, and a named GPU's peak at the params' precision × a stated efficiency.
 """
 import argparse
-import math
 import statistics
 import time
 
-from .config import load_params, not_run_reason, run_config
+from .config import load_params, not_run_reason, run_config, schedule
 from .errors import UserError, did_you_mean
 
-IMAGENET_TRAIN = 1_281_167
-# Dense bf16 tensor-core peaks in TFLOPS (NVIDIA datasheets; 2 FLOPs per multiply-add). Matched in
-# order against a device name, so the PCIe/NVL variants come before the plain name.
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756, "H100 NVL": 835, "H100": 989, "H200": 989, "A100": 312}
-# --no-measure: ResNet-110 at ~240 img/s (bf16, channels_last) on a 2-core AMX CPU, in multiply-adds/s.
-DEFAULT_RATE = 240 * 252_887_680 * 3
+IMAGENET_TRAIN, CIFAR_TRAIN = 1_281_167, 50_000
+# Dense peaks in TFLOPS by precision (NVIDIA datasheets; 2 FLOPs per multiply-add): fp32 on the CUDA
+# cores, tf32 and bf16 on the tensor cores. Matched in order against a device name, so the PCIe/NVL
+# variants come before the plain name.
+PEAK_TFLOPS = {"H100 PCIe": {"fp64": 26, "fp32": 51, "tf32": 378, "bf16": 756},
+               "H100 NVL": {"fp64": 30, "fp32": 60, "tf32": 418, "bf16": 835},
+               "H100": {"fp64": 34, "fp32": 67, "tf32": 495, "bf16": 989},
+               "H200": {"fp64": 34, "fp32": 67, "tf32": 495, "bf16": 989},
+               "A100": {"fp64": 9.7, "fp32": 19.5, "tf32": 156, "bf16": 312}}
+# --no-measure: ResNet-110 at ~110 img/s (fp32, channels_last) on a 2-core AMX CPU, in multiply-adds/s.
+DEFAULT_RATE = 110 * 252_887_680 * 3
 PROBE = dict(dataset="cifar10", depth=20, block="basic", unit="full_preact")
 # The counter counts convolutions and matrix products only: where BN/ReLU sit and the shortcut's
 # constants change no count, so networks differing only in these are described once.
 NOT_COUNTED = ("unit", "gate_bias", "shortcut_scale", "residual_scale", "dropout_p")
 
 
-def peak_tflops(name: str):
-    """bf16 peak of a GPU named like 'H100' or 'NVIDIA H100 80GB HBM3'; None when not in the table."""
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k.lower() in name.lower()), None)
+def peak_tflops(name: str, precision: str):
+    """Peak of a GPU named like 'H100' or 'NVIDIA H100 80GB HBM3' at `precision`; None when not in the table."""
+    return next((v[precision] for k, v in PEAK_TFLOPS.items() if k.lower() in name.lower()), None)
 
 
 def table_of(name: str, dataset: str, custom: bool) -> str:
@@ -93,16 +97,15 @@ def runs(params):
             info = describe(**model)  # forward + backward ≈ 3 forwards, plus checkpointing's recompute
             counts[key] = 3 * info["multiply_adds"] + info["multiply_adds_recomputed"]
         per_image = counts[key]
-        if model["dataset"] == "imagenet":
-            size = cfg.data.get("size", 224)
-            per_image *= (size / 224) ** 2  # smoke crops: convolutions scale with the pixels (approximately)
-            iterations = p["epochs"] * math.ceil((cfg.data.get("train_images") or IMAGENET_TRAIN) / p["batch_size"])
-        else:
-            iterations = p["iterations"]
+        imagenet = model["dataset"] == "imagenet"
+        if imagenet:
+            per_image *= (cfg.data.get("size", 224) / 224) ** 2  # smoke crops: convolutions scale with the pixels
+        iterations = schedule(p, cfg.data.get("train_images") or (IMAGENET_TRAIN if imagenet else CIFAR_TRAIN))[0]
         rows.append(dict(name=name, table=table_of(name, model["dataset"], name in params.custom),
                          network=f"{model['dataset']} {model['depth']} {model['block']} {model['unit']}",
                          iterations=iterations, batch=p["batch_size"],
                          multiply_adds=per_image * iterations * p["batch_size"],
+                         seeds=len(params.run_seeds() if params.profile == "smoke" else params.seeds_of(name)),
                          skipped=not_run_reason(params, cfg, params.run_seeds()[0])))
     return rows
 
@@ -116,30 +119,30 @@ def duration(multiply_adds, rate) -> str:
 
 def add_arguments(parser):
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--gpu", default="H100", help=f"GPU for the estimate: {', '.join(PEAK_BF16_TFLOPS)}")
+    parser.add_argument("--gpu", default="H100", help=f"GPU for the estimate: {', '.join(PEAK_TFLOPS)}")
     parser.add_argument("--efficiency", type=float, default=0.05,
-                        help="fraction of the GPU's bf16 peak a training run reaches (default 0.05: small "
-                             "CIFAR networks reach a few percent; `bench` on the GPU measures it)")
+                        help="fraction of the GPU's peak at speed.precision a training run reaches (default "
+                             "0.05: small CIFAR networks reach a few percent; `gpu-check` measures it)")
     parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
                         help="time a few steps on this device (--no-measure: a 2-core AMX CPU's rate)")
 
 
 def run(args):
     params = load_params(args.params)
-    peak = peak_tflops(args.gpu)
+    peak = peak_tflops(args.gpu, params.speed.precision)
     if peak is None:
-        raise UserError(f"unknown GPU '{args.gpu}'{did_you_mean(args.gpu, PEAK_BF16_TFLOPS)}; "
-                        f"known: {', '.join(PEAK_BF16_TFLOPS)}")
+        raise UserError(f"unknown GPU '{args.gpu}'{did_you_mean(args.gpu, PEAK_TFLOPS)}; "
+                        f"known: {', '.join(PEAK_TFLOPS)}")
     if not 0 < args.efficiency <= 1:
         raise UserError(f"--efficiency must be in (0, 1] (got {args.efficiency})")
     gpu_rate = peak * 1e12 / 2 * args.efficiency
     rate = measure_rate(params.speed) if args.measure else DEFAULT_RATE
     rows = runs(params)
-    seeds = len(params.run_seeds())
-    all_seeds = f"{seeds} seed{'s' if seeds > 1 else ''}"
-    gpu = f"{args.gpu} @{100 * args.efficiency:.0f}%"
+    gpu = f"{args.gpu} {params.speed.precision} @{100 * args.efficiency:.0f}%"
     how = "measured on ResNet-20 training steps" if args.measure else "a 2-core AMX CPU's, not measured"
-    print(f"{args.params}: profile {params.profile}, {len(rows)} experiments x {all_seeds}. Multiply-adds/s: "
+    counts = sorted({r["seeds"] for r in rows})
+    print(f"{args.params}: profile {params.profile}, {len(rows)} experiments, {'/'.join(map(str, counts))} seeds "
+          f"each. Multiply-adds/s: "
           f"this device {rate / 1e9:,.0f} G ({how}); {gpu} {gpu_rate / 1e12:,.0f} T. Hours are per run (one seed).")
     print("Small CIFAR networks reach far less of a GPU's peak than large ones: `bench` on the GPU reports the "
           "fraction ResNet-110 reaches (peak_fraction); pass it as --efficiency.")
@@ -154,14 +157,14 @@ def run(args):
                   f"{r['multiply_adds'] / 1e15:>12.2f}{duration(r['multiply_adds'], rate):>13}"
                   f"{duration(r['multiply_adds'], gpu_rate):>13}" + (f"  ({r['skipped']})" if r["skipped"] else ""))
     one = f"{gpu}, 1 seed"
-    print(f"\n{'totals':<12}{'runs':>5}{'this device, 1 seed':>22}{all_seeds:>12}{one:>24}{all_seeds:>12}")
+    print(f"\n{'totals':<12}{'runs':>5}{'this device, 1 seed':>22}{'all seeds':>12}{one:>24}{'all seeds':>12}")
     for name, group in [*tables.items(), ("all", rows)]:
-        cost = sum(r["multiply_adds"] for r in group)
-        print(f"{name:<12}{len(group) * seeds:>5}{duration(cost, rate):>22}{duration(cost * seeds, rate):>12}"
-              f"{duration(cost, gpu_rate):>24}{duration(cost * seeds, gpu_rate):>12}")
+        cost, every = sum(r["multiply_adds"] for r in group), sum(r["multiply_adds"] * r["seeds"] for r in group)
+        print(f"{name:<12}{sum(r['seeds'] for r in group):>5}{duration(cost, rate):>22}{duration(every, rate):>12}"
+              f"{duration(cost, gpu_rate):>24}{duration(every, gpu_rate):>12}")
     skipped = [r for r in rows if r["skipped"]]
     if skipped:
-        cost = sum(r["multiply_adds"] for r in rows if not r["skipped"])
+        every = sum(r["multiply_adds"] * r["seeds"] for r in rows if not r["skipped"])
         reasons = "; ".join(sorted({r["skipped"] for r in skipped}))
         print(f"{len(skipped)} experiments will not run ({reasons}); the rest: "
-              f"{duration(cost * seeds, rate)} here, {duration(cost * seeds, gpu_rate)} on {gpu}")
+              f"{duration(every, rate)} here, {duration(every, gpu_rate)} on {gpu}")

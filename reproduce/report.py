@@ -60,7 +60,7 @@ def show_banner(study: Study):
         s = study.params.smoke
         display(HTML(
             '<div style="border:3px solid #c62828;background:#ffebee;padding:1em;font-size:1.2em">'
-            f"<b>SMOKE PROFILE — these numbers mean nothing.</b> Smoke runs train shrunken networks (depth "
+            "<b>SMOKE PROFILE — these numbers mean nothing.</b> Smoke runs train shrunken networks (depth "
             + ", ".join(f"{d} for {block} units" for block, d in s.depth.items())
             + f", ImageNet {s.imagenet_depth}) for {s.iterations} iterations on {s.train_images} training "
             + ("images of scikit-learn's digits standing in for CIFAR" if s.data == "digits" else "CIFAR images")
@@ -94,7 +94,7 @@ def table_view(study: Study, table: str) -> pd.DataFrame:
     cells = printed.merge(ours.drop(columns="paper"), on=KEYS, how="left") if len(printed) else \
         ours.assign(literature=False, paper_mean=float("nan"), paper_std=float("nan"))
     view = pd.DataFrame({
-        "row": cells.row, "column": cells.column, "metric": cells.metric, "paper": cells.paper,
+        "row": cells.row, "column": cells.column, "metric": cells.metric, "recipe": cells.recipe, "paper": cells.paper,
         "paper mean ± std": [f"{m:.2f} ± {s:.2f}" if m == m else ""
                              for m, s in zip(cells.paper_mean, cells.paper_std)],
         "ours (median)": cells["median"].map(_pct),

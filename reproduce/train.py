@@ -39,7 +39,7 @@ def run(args):
     cfg = run_config(params, args.experiment)
     out = Path(args.out or f"runs/{args.experiment}")
     curves = Path(args.curves or f"curves/{args.experiment}")
-    seeds = args.seed or params.seeds
+    seeds = args.seed or params.seeds_of(args.experiment)
     results = {}
     for seed in seeds:
         run_dir, curve_dir = out / f"seed{seed}", curves / f"seed{seed}"
@@ -48,7 +48,7 @@ def run(args):
         reason = not_run_reason(params, cfg, seed)
         if reason:
             results[seed] = {"status": "not_run", "reason": reason, "experiment": cfg.experiment, "seed": seed,
-                             "profile": cfg.profile, "digest": cfg.digest(seed)}
+                             "profile": cfg.profile, "recipe": cfg.recipe, "digest": cfg.digest(seed)}
             write_json(run_dir / "metrics.json", results[seed])
             print(f"{run_dir}: not run ({reason})")
             continue

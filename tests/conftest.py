@@ -23,6 +23,31 @@ REPO = Path(__file__).resolve().parents[1]
 SITE_CACHE = os.environ["DVC_SITE_CACHE_DIR"] = tempfile.mkdtemp(prefix="dvc-site-cache-")
 
 
+def _committed_params_text() -> str:
+    """params.yaml as committed: the study a newcomer runs (`dvc exp run -S profile=smoke`) edits the
+    workspace's copy, and no test may depend on that. Outside a git checkout, the file itself."""
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "show", "HEAD:params.yaml"], capture_output=True, text=True,
+                              check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return (REPO / "params.yaml").read_text()
+
+
+COMMITTED_PARAMS = _committed_params_text()
+
+
+def committed_params() -> Path:
+    """A file holding the committed params.yaml (written once per session)."""
+    path = Path(SITE_CACHE) / "committed-params.yaml"
+    if not path.exists():
+        path.write_text(COMMITTED_PARAMS)
+    return path
+
+
+def committed_params_dict() -> dict:
+    return yaml.safe_load(COMMITTED_PARAMS)
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(SITE_CACHE, ignore_errors=True)
 
@@ -103,8 +128,8 @@ def edit_params(path, **changes):
 
 def write_params(folder, experiments, **changes):
     """A params.yaml in `folder`: the repository's, with a tiny CIFAR protocol, `experiments` and `changes`."""
-    (folder / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    tiny = dict(iterations=40, milestones=[20, 30], warmup_iterations=5, batch_size=32, log_every=5,
+    (folder / "params.yaml").write_text(COMMITTED_PARAMS)
+    tiny = dict(iterations=40, milestones=[20, 30], warmup_iterations=5, batch_size=32, bn_batch=16, log_every=5,
                 checkpoint_every=10, eval_every=20, eval_batch_size=100)
     return edit_params(folder / "params.yaml", **{"experiments": experiments,
                                                   **{f"cifar.{k}": v for k, v in tiny.items()}, **changes})

@@ -2,7 +2,7 @@
 import json
 import math
 
-from conftest import REPO, run_cli
+from conftest import REPO, committed_params, run_cli
 from reproduce.config import load_params
 from reproduce.plan import table_of
 
@@ -26,8 +26,8 @@ def test_bench_quick_writes_every_case(tmp_path):
 
 
 def test_plan_lists_every_experiment_with_totals():
-    out = run_cli("plan", "--no-measure", "--gpu", "H200", cwd=REPO).stdout
-    params = load_params(REPO / "params.yaml")
+    out = run_cli("plan", "--no-measure", "--gpu", "H200", "--params", committed_params(), cwd=REPO).stdout
+    params = load_params(committed_params())
     lines = out.splitlines()
     for name in params.all_experiments():
         assert any(line.split()[:1] == [name] for line in lines), name
@@ -35,4 +35,4 @@ def test_plan_lists_every_experiment_with_totals():
     for table in tables:
         assert any(line.startswith(f"{table} ") and line.split()[-1] in ("h", "min", "s") for line in lines), table
     total = next(line for line in lines if line.startswith("all "))
-    assert int(total.split()[1]) == len(params.all_experiments()) * len(params.run_seeds())  # runs
+    assert int(total.split()[1]) == sum(len(params.seeds_of(name)) for name in params.all_experiments())  # runs

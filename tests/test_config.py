@@ -2,8 +2,9 @@
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
-from reproduce.config import load_params, not_run_reason, run_config, write_configs
+from conftest import committed_params, committed_params_dict, run_cli
+from reproduce.config import load_params, not_run_reason, run_config, schedule, write_configs
+from reproduce.loop import lr_at
 from reproduce.errors import UserError
 
 
@@ -12,7 +13,7 @@ def params_with(tmp_path, edit=None, text=None):
     if text is not None:
         path.write_text(text)
         return path
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = committed_params_dict()
     edit(params)
     path.write_text(yaml.safe_dump(params))
     return path
@@ -45,6 +46,17 @@ def set_key(key, value):
     (set_key("experiments.r110_original.protocol", {"batch_size": 0}), ["r110_original.protocol", "batch_size"]),
     (set_key("custom", {"my-net": {"dataset": "cifar10", "depth": 20, "block": "basic"}}), ["custom.my-net"]),
     (set_key("custom", {"r110_original": {"dataset": "cifar10", "depth": 20, "block": "basic"}}), ["clash"]),
+    (set_key("experiments.r110_original.recipe", "torch"), ["r110_original.recipe", "unknown recipe 'torch'",
+                                                            "fb.resnet.torch", "paper"]),
+    (set_key("recipes.paper.batches", "epochs"), ["recipes.paper.batches", "'continuous' or 'per_epoch'"]),
+    (set_key("cifar.nesterov", True), ["unknown key 'cifar.nesterov'"]),  # the recipe's, not the dataset's
+    (set_key("cifar.bn_batch", 48), ["bn_batch (48) must divide batch_size (128)"]),
+    (set_key("experiments.r110_original.protocol", {"bn_batch": 256}), ["r110_original.protocol", "bn_batch"]),
+    (set_key("cifar.eval_every", 391), ["eval_every (391) must be a multiple of log_every (100)"]),
+    (set_key("experiments.r110_original.stride_on", "3x3"), ["stride_on", "only bottleneck"]),
+    (set_key("experiments.r110_original.seeds", [1, 1]), ["seeds must be distinct"]),
+    (set_key("data.imagenet.root", "/nonexistent/ilsvrc"), ["data.imagenet.root", "/nonexistent/ilsvrc does not exist",
+                                                           "train/"]),
 ])
 def test_each_mistake_gets_one_clear_error(tmp_path, edit, words):
     with pytest.raises(UserError) as error:
@@ -67,22 +79,48 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path):
     assert not (tmp_path / "configs").exists()
 
 
+DAGGER = {"r1001_full_preact_b64", "in_r200_full_preact_aspect"}  # the † rows: the released Torch code
+
+
 def test_committed_params_are_the_papers_protocol():
-    params = load_params(REPO / "params.yaml")
-    assert params.profile == "paper" and params.seeds == [0, 1, 2, 3, 4]
+    params = load_params(committed_params())
+    assert params.profile == "paper" and params.seeds == [0, 1, 2, 3, 4] and params.speed.precision == "fp32"
     c = params.cifar
-    assert (c.iterations, c.milestones, c.batch_size, c.lr, c.warmup_lr, c.warmup_iterations, c.momentum,
-            c.weight_decay) == (64000, [32000, 48000], 128, 0.1, 0.01, 400, 0.9, 1e-4)
+    assert (c.iterations, c.milestones, c.batch_size, c.bn_batch, c.lr, c.warmup_lr, c.warmup_iterations, c.momentum,
+            c.weight_decay) == (64000, [32000, 48000], 128, 64, 0.1, 0.01, 400, 0.9, 1e-4)
     i = params.imagenet
-    assert (i.milestones, i.batch_size, i.lr) == ([30, 60], 256, 0.1)
-    dagger = run_config(params, "r1001_full_preact_b64").protocol
-    assert dagger["batch_size"] == 64 and dagger["iterations"] == 156250
+    assert (i.milestones, i.batch_size, i.bn_batch, i.lr) == ([30, 60], 256, 32, 0.1)
+    for name, exp in params.experiments.items():  # every paper row trained as its implementation trained it
+        cfg, dagger = run_config(params, name), name in DAGGER
+        assert cfg.recipe == ("fb.resnet.torch" if dagger else "paper"), name
+        assert cfg.protocol["nesterov"] is dagger and cfg.protocol["weight_decay_gate_bias"] is False
+        assert params.seeds_of(name) == ([0] if exp.dataset == "imagenet" else [0, 1, 2, 3, 4])
+        if exp.dataset == "imagenet":
+            assert cfg.model["stride_on"] == ("3x3" if dagger else "1x1")
+            assert cfg.data["augmentation"] == ("scale_aspect" if dagger else "scale")
+        else:
+            assert cfg.protocol["batches"] == ("per_epoch" if dagger else "continuous")
+
+
+def test_the_dagger_rows_schedule_is_the_released_codes():
+    """resnet-1k-layers: -batchSize 64 -nGPU 2 -nEpochs 200; dataloader.lua: ceil(50000/64) = 782 batches an
+    epoch; train.lua: lr ÷10 from epoch 81 and 122 (counted from 1), i.e. once 80 and 121 epochs are done."""
+    p = run_config(load_params(committed_params()), "r1001_full_preact_b64").protocol
+    assert (p["batch_size"], p["bn_batch"], p["warmup_iterations"]) == (64, 32, 0)
+    iterations, milestones, per_epoch = schedule(p, 50000)
+    assert (iterations, milestones, per_epoch) == (156400, [62560, 94622], 782)
+    lr = [lr_at(it, p, milestones) for it in (0, 80 * 782 - 1, 80 * 782, 121 * 782 - 1, 121 * 782, iterations - 1)]
+    assert lr == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
 def test_smoke_profile_shrinks_and_marks_runs(tmp_path):
     params = load_params(params_with(tmp_path, set_key("profile", "smoke")))
     cfg = run_config(params, "r1001_full_preact")
-    assert cfg.model["depth"] == params.smoke.depth["bottleneck"] and cfg.protocol["iterations"] == 30
+    s, p = params.smoke, cfg.protocol
+    assert cfg.model["depth"] == s.depth["bottleneck"] and p["iterations"] == s.iterations
+    assert p["eval_every"] * s.evaluations == s.iterations and p["eval_every"] % p["log_every"] == 0
+    assert p["batch_size"] // p["bn_batch"] == 2  # the paper's two BN groups per batch, shrunk
+    assert "epochs" not in run_config(params, "r1001_full_preact_b64").protocol
     assert cfg.profile == "smoke" and not_run_reason(params, cfg, 0) is None
     assert "smoke" in not_run_reason(params, cfg, 4)
     assert "data.imagenet.root" in not_run_reason(params, run_config(params, "in_r200_full_preact"), 0)
@@ -90,7 +128,7 @@ def test_smoke_profile_shrinks_and_marks_runs(tmp_path):
 
 def test_configs_change_only_for_the_experiment_edited(tmp_path):
     before, after = tmp_path / "before", tmp_path / "after"
-    write_configs(load_params(REPO / "params.yaml"), before)
+    write_configs(load_params(committed_params()), before)
     write_configs(load_params(params_with(tmp_path, set_key("experiments.r164_original.depth", 182))), after)
     changed = [p.name for p in before.iterdir() if p.read_text() != (after / p.name).read_text()]
     assert changed == ["r164_original.json"]

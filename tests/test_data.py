@@ -3,7 +3,6 @@ import hashlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +11,7 @@ from PIL import Image
 
 from reproduce.data import augment, cifar, imagenet
 from reproduce.errors import UserError
-from conftest import N_TEST, N_TRAIN, SIZES, closed_port_url, make_archive, make_imagenet
+from conftest import N_TEST, N_TRAIN, SIZES, closed_port_url, committed_params_dict, make_archive, make_imagenet
 
 @pytest.fixture(scope="session", params=["cifar10", "cifar100"])
 def archive(request, tmp_path_factory):
@@ -99,7 +98,7 @@ def test_truncated_archive_is_a_user_error_and_writes_nothing(archive, tmp_path)
 
 def test_download_stage_command_line(archive, tmp_path):
     name, path, md5, _ = archive
-    params = yaml.safe_load(open("params.yaml"))
+    params = committed_params_dict()
     params["data"].update({"raw": str(tmp_path / "raw"), name: {"md5": md5}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cmd = [sys.executable, "-m", "reproduce", "download", "--dataset", name, "--params", str(tmp_path / "params.yaml")]
@@ -143,9 +142,21 @@ def test_batch_depends_only_on_seed_and_iteration(images):
     assert not torch.equal(other.batch(7)[0], x)
 
 
-def test_a_share_of_a_batch_is_that_slice_of_the_whole_batch(images):
-    whole, part = stream(images).batch(5), stream(images).batch(5, slice(8, 24))
-    assert all(torch.equal(w[8:24], p) for w, p in zip(whole, part))
+def test_the_processes_shares_of_a_batch_are_its_consecutive_slices(images):
+    whole = stream(images).batch(5)
+    parts = [stream(images).batch(5, rank, 4) for rank in range(4)]
+    assert all(torch.equal(w, torch.cat([p[i] for p in parts])) for i, w in enumerate(whole))
+
+
+def test_per_epoch_batches_end_each_epoch_with_a_smaller_one(images):
+    """fb.resnet.torch dataloader.lua: ceil(N/B) batches of one permutation, the last holding the rest."""
+    s = stream(images, batches="per_epoch")
+    sizes = [len(s.batch(it)[1]) for it in range(8)]
+    assert sizes == [32, 32, 32, 4] * 2 and [s.size(it) for it in range(8)] == sizes
+    epochs = [torch.cat([s.batch(it)[1] for it in range(e * 4, e * 4 + 4)]) for e in (0, 1)]
+    assert all(torch.equal(e.sort().values, torch.arange(N)) for e in epochs) and not torch.equal(*epochs)
+    halves = [s.batch(3, rank, 2)[1] for rank in (0, 1)]  # the short batch, shared by two processes
+    assert [len(h) for h in halves] == [2, 2] and torch.equal(torch.cat(halves), s.batch(3)[1])
 
 
 def test_bfloat16_channels_last(images):
@@ -235,6 +246,17 @@ def test_imagenet_with_a_worker_and_distributed(imagenet_root, tmp_path):
         assert sum(len(y) for _, y in train) == 2 * len(SIZES) == len(evals["center224"].dataset)
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_scale_is_1s_augmentation_and_only_scale_aspect_jitters_colours():
+    """[1]: shorter side in [256, 480], a 224 crop, flip and AlexNet's PCA colour noise; the † row's
+    fb.resnet.torch imagenet.lua: RandomSizedCrop + ColorJitter 0.4 + Lighting 0.1."""
+    kinds = {aug: [type(t).__name__ for t in imagenet.train_transform(aug).transforms] for aug in imagenet.AUGMENTATIONS}
+    assert kinds["scale"][:3] == ["RandomResize", "RandomCrop", "RandomHorizontalFlip"]
+    assert "Lighting" in kinds["scale"] and "ColorJitter" not in kinds["scale"]
+    resize = imagenet.train_transform("scale").transforms[0]
+    assert (resize.min_size, resize.max_size) == (256, 481)  # shorter side uniform in [256, 480]
+    assert kinds["scale_aspect"][0] == "RandomResizedCrop" and {"ColorJitter", "Lighting"} <= set(kinds["scale_aspect"])
 
 
 def test_lighting_shifts_each_channel_by_a_constant():

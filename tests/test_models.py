@@ -1,15 +1,21 @@
 """The model zoo: sizes from the paper, every network of Tables 1–5, the authors' layout, Eqs. 4, 5 and 8."""
+import copy
+import json
 import math
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from conftest import committed_params
+from reproduce.config import load_params, run_config
 from reproduce.errors import UserError
 from reproduce.models import UNITS, build_model, describe
 from reproduce.models import shortcuts as S
+from reproduce.models.batchnorm import group_batch_norm, layout as bn_layout
 
 TABLE1_SHORTCUTS = [
     dict(shortcut="identity"),
@@ -101,7 +107,73 @@ def test_authors_layout_original_and_imagenet():
     assert isinstance(basic.stages[1][0].shortcut.match, S.ZeroPad)  # type A: no parameters
     net = build_model(dataset="imagenet", depth=101, unit="full_preact")
     assert isinstance(net.stages[0][0].split, nn.Identity) and isinstance(net.stages[0][0].residual[0], nn.Conv2d)
-    assert net.stages[1][0].residual[3].stride == (2, 2)  # the 3x3 carries the stride (preresnet.lua)
+
+
+def _strides(model):
+    """(stride of the first 1x1, stride of the 3x3) of the first unit of the second stage."""
+    convs = [m for m in model.stages[1][0].residual if isinstance(m, nn.Conv2d)]
+    return convs[0].stride[0], convs[1].stride[0]
+
+
+@pytest.mark.parametrize("experiment,recipe,strides", [("in_r152_full_preact", "paper", (2, 1)),
+                                                       ("in_r200_full_preact_aspect", "fb.resnet.torch", (1, 2)),
+                                                       ("r1001_full_preact_b64", "fb.resnet.torch", (2, 1))])
+def test_bottleneck_stride_follows_the_recipe(experiment, recipe, strides):
+    """[1]'s Caffe models stride the first 1x1 (res3a_branch2a), fb.resnet.torch the 3x3 (preresnet.lua);
+    CIFAR bottlenecks stride the 1x1 in both (resnet-pre-act.lua)."""
+    params = load_params(committed_params())
+    cfg = run_config(params, experiment)
+    assert cfg.recipe == recipe
+    with torch.device("meta"):
+        assert _strides(build_model(**{**cfg.model, "depth": 50 if cfg.model["dataset"] == "imagenet" else 20})) == strides
+
+
+def test_imagenet_multiply_adds_are_those_of_1():
+    """With the stride on the 1x1, ResNet-101/152 cost what [1]'s Table 1 says (7.6 and 11.3 G); on the
+    3x3 they cost more (the later "ResNet v1.5"), and `describe` says where the stride is."""
+    for depth, billions in [(101, 7.6), (152, 11.3)]:
+        paper = describe(dataset="imagenet", depth=depth, unit="original")
+        assert paper["stride_on"] == "1x1" and paper["multiply_adds"] / 1e9 == pytest.approx(billions, abs=0.05)
+        v15 = describe(dataset="imagenet", depth=depth, unit="original", stride_on="3x3")
+        assert v15["stride_on"] == "3x3" and v15["multiply_adds"] > paper["multiply_adds"] * 1.02
+    with pytest.raises(UserError, match="only bottleneck"):
+        build_model(dataset="cifar10", depth=20, block="basic", stride_on="3x3")
+
+
+def test_training_bn_normalises_each_group_of_bn_batch_images():
+    """The paper's per-GPU BN: a batch of 8 with bn_batch 4 is normalised as its two halves would be, each
+    on its own; the running statistics are the first half's; evaluation is plain BN with them."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    nn.init.uniform_(bn.weight, 0.5, 1.5), nn.init.uniform_(bn.bias, -1, 1)
+    alone = copy.deepcopy(bn)
+    group_batch_norm(bn, batch_size=8, bn_batch=4)
+    x = (torch.randn(8, 3, 5, 5) * 3 + 1).requires_grad_()
+    y = bn(x)
+    by_hand = torch.cat([F.batch_norm(h, None, None, bn.weight, bn.bias, training=True) for h in x.chunk(2)])
+    torch.testing.assert_close(y, by_hand)
+    grads = torch.autograd.grad((y * torch.arange(8.0)[:, None, None, None]).sum(), x)[0]
+    by_hand_grads = torch.autograd.grad((by_hand * torch.arange(8.0)[:, None, None, None]).sum(), x)[0]
+    torch.testing.assert_close(grads, by_hand_grads)
+    alone(x[:4])
+    torch.testing.assert_close(bn.running_mean, alone.running_mean)
+    torch.testing.assert_close(bn.running_var, alone.running_var)
+    assert not torch.allclose(F.batch_norm(x, None, None, training=True), by_hand)  # the groups matter
+    bn.eval(), alone.eval()
+    torch.testing.assert_close(bn(x), alone(x))
+    assert set(bn.state_dict()) == set(nn.BatchNorm2d(3).state_dict())
+
+
+@pytest.mark.parametrize("batch,bn_batch,world,layout", [(128, 64, 1, (2, 1)), (128, 64, 2, (1, 1)),
+                                                         (128, 64, 8, (1, 4)), (256, 32, 8, (1, 1)),
+                                                         (256, 32, 2, (4, 1))])
+def test_bn_groups_spread_over_any_number_of_processes(batch, bn_batch, world, layout):
+    assert bn_layout(batch, bn_batch, world) == layout  # (groups per process, processes per group)
+
+
+def test_bn_groups_that_cannot_be_spread_are_refused():
+    with pytest.raises(UserError, match="3 processes cannot hold 2 BN groups of 64"):
+        bn_layout(128, 64, 3)
 
 
 def test_initialisation_follows_the_authors():
@@ -243,3 +315,12 @@ def test_describe_cli():
     assert '"params": 10327706' in out and '"multiply_adds"' in out
     bad = subprocess.run(cmd[:8] + ["--block", "basic"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "6n+2" in bad.stderr
+
+
+@pytest.mark.parametrize("experiment,recipe,stride,nesterov", [("in_r152_original", "paper", "1x1", False),
+                                                               ("in_r200_full_preact_aspect", "fb.resnet.torch", "3x3", True)])
+def test_describe_names_an_experiments_recipe(experiment, recipe, stride, nesterov):
+    cmd = [sys.executable, "-m", "reproduce", "describe", "--experiment", experiment, "--params",
+           str(committed_params()), "--json"]
+    info = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert (info["recipe"], info["stride_on"], info["nesterov"], info["bn_batch"]) == (recipe, stride, nesterov, 32)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import REPO, edit_params, make_archive, make_imagenet
+from conftest import COMMITTED_PARAMS, REPO, committed_params_dict, edit_params, make_archive, make_imagenet
 
 # One experiment or more per table, a custom one, ImageNet: the smoke DAG in miniature.
 KEEP = ["r110_original", "t1_scale_0_1", "r164_full_preact", "r110_1layer_full_preact", "c100_r164_full_preact",
@@ -40,8 +39,9 @@ def make_project(root, experiments, **changes):
     """A fresh git + DVC repository holding this project's pipeline, notebooks and package, with generated
     CIFAR archives and ImageNet folder, and `experiments` (plus dotted-key `changes`) in its params.yaml."""
     root.mkdir(exist_ok=True)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
+    (root / "params.yaml").write_text(COMMITTED_PARAMS)
     for folder in ("notebooks", "reproduce"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     git("init", "-q", cwd=root)
@@ -64,9 +64,10 @@ def make_project(root, experiments, **changes):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = committed_params_dict()
     return make_project(tmp_path_factory.mktemp("study"), {k: v for k, v in params["experiments"].items() if k in KEEP},
-                        profile="smoke", seeds=[0, 1], **{"smoke.data": "cifar", "smoke.seeds": [0]},
+                        profile="smoke", seeds=[0, 1], **{"smoke.data": "cifar", "smoke.seeds": [0], "smoke.iterations": 30,
+                                                          "smoke.evaluations": 3},
                         custom={"my_r20": {"dataset": "cifar10", "depth": 20, "block": "basic", "unit": "full_preact"}})
 
 
@@ -78,8 +79,9 @@ def test_smoke_study_runs_end_to_end_and_reruns_only_what_changed(project):
     first = dvc("repro", cwd=project)
     assert {"train@in_r152_full_preact", "train_custom@my_r20"} <= set(ran(first.stdout))
     results = pd.read_csv(project / "reports" / "results.csv")
-    assert list(results.columns) == ["table", "row", "column", "metric", "paper", "median", "mean", "std", "runs",
-                                     "failed", "status"]
+    assert list(results.columns) == ["table", "row", "column", "metric", "recipe", "paper", "median", "mean", "std",
+                                     "runs", "failed", "status"]
+    assert set(results.recipe.dropna()) == {"paper", "fb.resnet.torch"}
     assert {"1", "2", "3", "4", "5", "custom"} <= set(results.table.astype(str).str.replace("Table ", ""))
     assert set(results.status.dropna()) <= {"reproduced", "not_reproduced", "fail", "not_run"}
     runs = pd.read_csv(project / "reports" / "runs.csv")
@@ -146,7 +148,7 @@ def test_the_report_renders_offline_in_a_real_browser(project):
 def test_an_interrupted_repro_resumes_its_run_and_ends_the_same(tmp_path):
     slow = {"slow": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
     root = make_project(tmp_path, slow, seeds=[0], **{"cifar.iterations": 300, "cifar.milestones": [150, 250],
-                                                       "cifar.batch_size": 32, "cifar.log_every": 10,
+                                                       "cifar.batch_size": 32, "cifar.bn_batch": 16, "cifar.log_every": 10,
                                                        "cifar.checkpoint_every": 50, "cifar.eval_every": 100})
     reference = ["--out", "reference", "--curves", "reference/curves", "--checkpoint-dir", "reference/ck",
                  "--metrics", "reference/metrics.json"]
@@ -173,7 +175,7 @@ def test_an_interrupted_repro_resumes_its_run_and_ends_the_same(tmp_path):
 def test_a_second_machine_takes_finished_runs_from_the_run_cache(tmp_path):
     tiny = {"tiny": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
     first = make_project(tmp_path / "first", tiny, seeds=[0], **{"cifar.iterations": 20, "cifar.milestones": [10],
-                                                                  "cifar.batch_size": 16, "cifar.log_every": 10,
+                                                                  "cifar.batch_size": 16, "cifar.bn_batch": 8, "cifar.log_every": 10,
                                                                   "cifar.checkpoint_every": 10, "cifar.eval_every": 20})
     dvc("remote", "add", "-d", "shared", str(tmp_path / "remote"), cwd=first)
     git("commit", "-qam", "remote", cwd=first)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import committed_params, committed_params_dict
 from reproduce import aggregate, render
 from reproduce.aggregate import RESULT_COLUMNS, collect, results
 from reproduce.claims import claims
@@ -52,7 +53,7 @@ def study(tmp_path_factory):
     """A smoke-profile params.yaml with one custom experiment, and runs of a few experiments: finished,
     diverged, not run (ImageNet), stale (a seed the params do not ask for) and one without metrics.json."""
     tmp = tmp_path_factory.mktemp("study")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = committed_params_dict()
     raw.update(profile="smoke", custom={CUSTOM: {"dataset": "cifar10", "depth": 20, "block": "basic",
                                                  "unit": "full_preact"}})
     (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -96,7 +97,7 @@ def test_paper_numbers_have_every_cell():
     spread = paper.dropna(subset=["paper_mean"])
     assert list(zip(spread.paper_mean, spread.paper_std)) == [(4.89, 0.14), (4.69, 0.20), (22.68, 0.22)]
     named = {e for names in ours.experiment for e in names.split()}
-    assert named == set(load_params(ROOT / "params.yaml").experiments)  # every experiment feeds a cell
+    assert named == set(load_params(committed_params()).experiments)  # every experiment feeds a cell
     assert metric_key("top1", "320x320") == "test_top1_center320"
 
 
@@ -216,7 +217,7 @@ def test_report_html_is_offline_and_complete(study, tmp_path):
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) >= 3
     assert page.count("<table") >= 8
     for text in ("SMOKE PROFILE", "four claims", "ResNet-1001 gains most", "Table 5", "literature", CUSTOM,
-                 "What was run", "device-hours", "Benchmark", "torch", "5.93"):
+                 "What was run", "device-hours", "Benchmark", "torch", "5.93", "fb.resnet.torch", "recipe"):
         assert text in page, text
     assert "def " not in page and "R.show_table" not in page  # no input cells
 

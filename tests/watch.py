@@ -8,14 +8,14 @@ import subprocess
 from pathlib import Path
 
 import psutil
-import yaml
 
-from conftest import REPO
+from conftest import committed_params_dict
 from test_pipeline import DVC, ENV
 
-EXPERIMENTS = yaml.safe_load((REPO / "params.yaml").read_text())["experiments"]
+EXPERIMENTS = committed_params_dict()["experiments"]
 # Tiny runs on the real CIFAR path (download, conversion, training); 40 iterations write 4 checkpoints.
 SMOKE = {"profile": "smoke", "seeds": [0], "smoke.data": "cifar", "smoke.seeds": [0], "smoke.iterations": 40,
+         "smoke.evaluations": 4,
          "smoke.train_images": 128, "smoke.test_images": 64, "smoke.batch_size": 16}
 TIME_DEPENDENT = ["wall_s"]  # what a run records of the clock: a column of runs.csv, a key of metrics files
 DEADLINE_S = 240

@@ -7,9 +7,10 @@ of that one tensor, and a whole augmented batch is one `index_select` of B x H r
 per-image work, no per-value index arithmetic.
 
 The data order is stateless: batch `it` depends only on (seed, it), so a run resumes exactly from an
-iteration number. The sample sequence is the concatenation of one permutation per epoch, drawn from
-(seed, epoch); batch `it` is positions [it*B, (it+1)*B) of it: batches straddle epochs, nothing is
-dropped (as in Caffe's data layer, which the paper's CIFAR runs used).
+iteration number. Each epoch is a permutation drawn from (seed, epoch); two orders, one per recipe:
+- "continuous": the permutations end to end, batch `it` is positions [it*B, (it+1)*B): batches
+  straddle epochs and nothing is dropped, as Caffe's data layer reads (the paper's runs);
+- "per_epoch": ceil(N/B) batches per epoch, the last one smaller (fb.resnet.torch dataloader.lua).
 """
 import hashlib
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from .cifar import MEAN_STD, source
 
-PAD = 4  # RandomCrop(32, 4): fb.resnet.torch datasets/cifar10.lua
+PAD_PER_PIXEL = 4 / 32  # RandomCrop(32, 4): fb.resnet.torch datasets/cifar10.lua (1 pixel for 8x8 digits)
 
 
 def seed_for(*parts) -> int:
@@ -38,18 +39,20 @@ class CifarStream:
     """Augmented training batches: `batch(it)` is batch number `it` of an endless, exactly repeatable stream."""
 
     def __init__(self, x, y, name, batch_size, seed=0, device="cpu", dtype=torch.float32,
-                 memory_format=torch.contiguous_format):
+                 memory_format=torch.contiguous_format, batches="continuous"):
         x = normalize(x.to(device), name, dtype)  # once: the hot loop only gathers
         _, c, h, w = x.shape
-        padded = F.pad(x, (PAD, PAD, PAD, PAD)).permute(0, 2, 3, 1)  # [N, H+2p, W+2p, C]
+        self.pad = pad = max(1, round(w * PAD_PER_PIXEL))
+        padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # [N, H+2p, W+2p, C]
         both = torch.stack([padded, padded.flip(2)], dim=1).contiguous()  # fb.resnet.torch flips, then crops
         flat = both.view(-1)
         # rows[r]: the W pixels starting at pixel r of `both`, a view; a crop is H of them, a row apart.
         self.rows = flat.as_strided((flat.numel() // c - w + 1, w * c), (c, 1))
-        self.side, self.shape = w + 2 * PAD, (h, w, c)
+        self.side, self.shape = w + 2 * pad, (h, w, c)
         self.row_step = self.side * torch.arange(h, device=device)  # a crop's rows from its first pixel
         self.y = y.to(device)
         self.n, self.batch_size, self.seed = len(y), batch_size, seed
+        self.per_epoch = -(-self.n // batch_size) if batches == "per_epoch" else None
         self.device, self.memory_format = torch.device(device), memory_format
         self._perms = {}  # the epochs' permutations the last batch used
 
@@ -59,25 +62,37 @@ class CifarStream:
         return torch.randperm(self.n, generator=generator)
 
     def indices(self, it):
-        """Sample indices of batch `it`: positions [it*B, (it+1)*B) of the epochs' permutations end to end."""
-        start = it * self.batch_size
-        stop = start + self.batch_size
+        """Sample indices of batch `it`: positions [it*B, (it+1)*B) of the epochs' permutations end to end,
+        or (per_epoch) of its own epoch's permutation, cut at the epoch's end."""
+        start, stop = it * self.batch_size, (it + 1) * self.batch_size
+        if self.per_epoch:
+            epoch, j = divmod(it, self.per_epoch)
+            start = epoch * self.n + j * self.batch_size
+            stop = min(start + self.batch_size, (epoch + 1) * self.n)
         epochs = range(start // self.n, (stop - 1) // self.n + 1)
         self._perms = {e: self._perms[e] if e in self._perms else self.permutation(e) for e in epochs}
         offset = epochs[0] * self.n
         return torch.cat([self._perms[e] for e in epochs])[start - offset:stop - offset]
 
+    def size(self, it) -> int:
+        """How many images batch `it` has: B, except an epoch's last under per_epoch."""
+        if not self.per_epoch:
+            return self.batch_size
+        return min(self.batch_size, self.n - it % self.per_epoch * self.batch_size)
+
     def draws(self, it):
         """Flip flags and crop offsets of batch `it`, from a CPU generator seeded by (seed, it) alone."""
         generator = torch.Generator().manual_seed(seed_for("augment", self.seed, it))
         flip = torch.rand(self.batch_size, generator=generator) < 0.5
-        dy, dx = torch.randint(0, 2 * PAD + 1, (2, self.batch_size), generator=generator)
+        dy, dx = torch.randint(0, 2 * self.pad + 1, (2, self.batch_size), generator=generator)
         return flip, dy, dx
 
-    def batch(self, it, share=slice(None)):
-        """(images, labels) of batch `it` (of its `share` of samples, for one of several processes); the
-        same (seed, it) gives the same bits whatever came before."""
-        idx, flip, dy, dx = (t[share] for t in (self.indices(it), *self.draws(it)))
+    def batch(self, it, rank=0, world=1):
+        """(images, labels) of batch `it`, or of process `rank`'s consecutive share of it when `world`
+        processes train; the same (seed, it) gives the same bits whatever came before."""
+        idx = self.indices(it)
+        share = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
+        idx, flip, dy, dx = (t[:len(idx)][share] for t in (idx, *self.draws(it)))
         corner = ((idx * 2 + flip.long()) * self.side + dy) * self.side + dx  # each crop's first pixel
         idx, corner = to_device(torch.stack([idx, corner]), self.device)
         h, w, c = self.shape

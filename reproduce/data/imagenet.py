@@ -1,11 +1,15 @@
 """ILSVRC2012 from an ImageFolder tree (<root>/train/<wnid>/*.JPEG, <root>/val/<wnid>/*.JPEG).
 
-Transforms follow fb.resnet.torch datasets/imagenet.lua and datasets/transforms.lua (bicubic resizing,
-ColorJitter 0.4, PCA lighting 0.1, mean/std) and the paper's Table 5: "scale" (shorter side in
-[256, 480], 224 crop), "scale + aspect ratio" (RandomSizedCrop), tests at 224 (from 256) and 320.
+Table 5's two augmentations, each as the implementation behind its rows did it:
+- "scale", [1]'s (the paper: "the same data augmentation as in [1]"): shorter side uniform in
+  [256, 480], a random 224 crop of the image or its mirror, and AlexNet's PCA colour noise (std 0.1);
+  no colour jitter.
+- "scale + aspect ratio" (the † row, fb.resnet.torch datasets/imagenet.lua): RandomSizedCrop, then
+  ColorJitter 0.4, PCA lighting 0.1 and a flip.
+Both resize bicubically and normalise with fb.resnet.torch's mean/std per channel (transforms.lua,
+imagenet.lua; [1] subtracted the per-pixel mean: README, Faithfulness). Tests: 224 from 256, 320 from 320.
 """
 import copy
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,6 +18,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from ..errors import UserError, did_you_mean
+from .layout import check_imagenet_root as check_root, layout_error
 
 # fb.resnet.torch datasets/imagenet.lua ("computed from random subset of ImageNet training images").
 MEAN = (0.485, 0.456, 0.406)
@@ -23,7 +28,6 @@ EIGVEC = ((-0.5675, 0.7192, 0.4009),
           (-0.5808, -0.0045, -0.8140),
           (-0.5836, -0.6948, 0.4203))
 BICUBIC = v2.InterpolationMode.BICUBIC  # transforms.lua's Scale and RandomSizedCrop resize bicubically
-LAYOUT = "<root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG"
 
 
 class Lighting(nn.Module):
@@ -49,12 +53,13 @@ def _finish(*colour):
 def train_transform(augmentation, size=224):
     """Table 5's training crops; `size` < 224 shrinks every length in proportion (quick runs only)."""
     f = size / 224
-    if augmentation == "scale":  # shorter side uniform in [256, 480] (transforms.lua RandomScale), then a crop
+    if augmentation == "scale":  # [1] Sec. 3.4: shorter side uniform in [256, 480], a 224 crop, [21]'s colour
         crop = [v2.RandomResize(round(256 * f), round(480 * f) + 1, interpolation=BICUBIC), v2.RandomCrop(size)]
+        colour = [Lighting(0.1)]
     else:  # "scale_aspect": transforms.lua RandomSizedCrop, 8%-100% of the area, aspect ratio 3/4-4/3
         crop = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interpolation=BICUBIC)]
-    # imagenet.lua: ColorJitter 0.4 (brightness, contrast, saturation in random order, as here), Lighting 0.1
-    colour = [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), Lighting(0.1)]
+        # imagenet.lua: ColorJitter 0.4 (brightness, contrast, saturation in random order, as here), Lighting 0.1
+        colour = [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), Lighting(0.1)]
     return v2.Compose([*crop, v2.RandomHorizontalFlip(), *_finish(*colour)])
 
 
@@ -70,28 +75,11 @@ AUGMENTATIONS = ("scale", "scale_aspect")
 EVAL_CROPS = ("center224", "center320")
 
 
-def check_root(root) -> Path:
-    """The root, if it holds train/ and val/; else a UserError naming it and the expected layout."""
-    root = Path(root)
-    if not root.is_dir():
-        problem = "does not exist"
-    elif not all((root / split).is_dir() for split in ("train", "val")):
-        problem = "has no train/ and val/ folders"
-    else:
-        return root
-    raise UserError(_layout_error(root, problem))
-
-
-def _layout_error(root, problem):
-    return (f"ImageNet root {root.resolve()} {problem}; expected {LAYOUT}. ImageNet cannot be downloaded "
-            f"automatically (its licence): get ILSVRC2012 from image-net.org and sort val/ into class folders")
-
-
 def _folder(root, split, transform):
     try:
         return ImageFolder(root / split, transform=transform)
     except FileNotFoundError as e:  # no class folders, or no images in them
-        raise UserError(_layout_error(root, f"has no images in {split}/ ({e})")) from None
+        raise UserError(layout_error(root, f"has no images in {split}/ ({e})")) from None
 
 
 def _spread(dataset, n):
@@ -115,7 +103,7 @@ def loaders(root, augmentation, batch_size, workers, distributed=False, seed=0, 
     root, size = check_root(root), size or 224
     train, val = _folder(root, "train", train_transform(augmentation, size)), _folder(root, "val", None)
     if train.class_to_idx != val.class_to_idx:  # else val labels would mean other classes
-        raise UserError(_layout_error(root, "has different class folders in train/ and val/"))
+        raise UserError(layout_error(root, "has different class folders in train/ and val/"))
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     options = dict(batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
                    persistent_workers=workers > 0)

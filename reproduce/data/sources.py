@@ -1,14 +1,19 @@
 """What the training loop sees of a data set: batches by iteration, the schedule's length, evaluation.
 
-CIFAR lives on the training device and is augmented there a whole batch at a time; batch `it` is a
-pure function of (seed, it), so resuming needs only the iteration number. ImageNet is read from
-disk by DataLoader workers; the order within an epoch is a function of (seed, epoch).
+A batch comes as (images, labels, global batch size): this process's share and the number of images
+all processes train on together (smaller for an epoch's last batch), so the loss is the mean over the
+whole batch whatever the layout. CIFAR lives on the training device and is augmented there a whole
+batch at a time; batch `it` is a pure function of (seed, it), so resuming needs only the iteration
+number. ImageNet is read from disk by DataLoader workers; the order within an epoch is a function of
+(seed, epoch).
 """
 import torch
 
 from . import cifar
 from .augment import CifarStream, eval_batches
+from ..config import schedule
 from ..errors import UserError
+from ..speed import images_dtype
 
 
 class CifarSource:
@@ -20,19 +25,18 @@ class CifarSource:
         n_train, n_test = d.get("train_images"), d.get("test_images")
         self.name = cfg.model["dataset"]
         self.test_x, self.test_y = data["test_x"][:n_test], data["test_y"][:n_test]
-        # Under bf16 autocast the first conv casts its input to bf16: storing the images in bf16 gives
-        # the same bits at half the memory and memory traffic.
-        self.dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+        self.dtype = images_dtype(cfg.precision)
         self.stream = CifarStream(data["train_x"][:n_train], data["train_y"][:n_train], self.name,
                                   batch_size=p["batch_size"], seed=seed, device=device, dtype=self.dtype,
-                                  memory_format=memory_format)
+                                  memory_format=memory_format, batches=p["batches"])
         self.device, self.memory_format, self.eval_batch = device, memory_format, p["eval_batch_size"]
-        self.iterations, self.milestones = p["iterations"], p["milestones"]
-        self.share = slice(rank * p["batch_size"] // world, (rank + 1) * p["batch_size"] // world)
+        self.iterations, self.milestones, _ = schedule(p, self.stream.n)
+        self.rank, self.world = rank, world
 
     def batches(self, start: int):
         for it in range(start, self.iterations):
-            yield self.stream.batch(it, self.share)  # each process trains on its part of the global batch
+            x, y = self.stream.batch(it, self.rank, self.world)  # this process's part of the global batch
+            yield x, y, self.stream.size(it)
 
     def evaluate(self, model) -> dict:
         wrong = torch.zeros((), device=self.device)
@@ -49,19 +53,23 @@ class ImageNetSource:
             raise UserError("data.imagenet.root is not set in params.yaml: ImageNet runs need ILSVRC2012 "
                             "in ImageFolder layout (it cannot be downloaded automatically)")
         from . import imagenet  # torchvision: imported only for ImageNet runs
+        from ..speed import workers
 
         self.top_k_errors = imagenet.top_k_errors
         self.train, self.evals = imagenet.loaders(
-            d["root"], d["augmentation"], batch_size=p["batch_size"] // world, workers=p["workers"],
+            d["root"], d["augmentation"], batch_size=p["batch_size"] // world, workers=workers(p["workers"]),
             distributed=world > 1, seed=seed, size=d.get("size"),
             limit=(d.get("train_images"), d.get("test_images")))
+        # Per process, DistributedSampler pads the epoch to equal shares: batches per epoch are the same
+        # on every process, and each process's last one is as small on all.
         self.per_epoch = len(self.train)
-        self.iterations = p["epochs"] * self.per_epoch
-        self.milestones = [m * self.per_epoch for m in p["milestones"]]  # epochs → iterations
-        self.device, self.memory_format = device, memory_format
+        self.iterations, self.milestones, _ = schedule({**p, "batch_size": p["batch_size"] // world},
+                                                       len(self.train.sampler))
+        self.device, self.memory_format, self.world = device, memory_format, world
+        self.dtype = images_dtype(cfg.precision)
 
     def _to_device(self, x, y):
-        return (x.to(self.device, non_blocking=True, memory_format=self.memory_format),
+        return (x.to(self.device, self.dtype, non_blocking=True, memory_format=self.memory_format),
                 y.to(self.device, non_blocking=True))
 
     def batches(self, start: int):
@@ -70,7 +78,7 @@ class ImageNetSource:
             self.train.sampler.set_epoch(epoch)
             for i, (x, y) in enumerate(self.train):
                 if i >= skip:  # resuming mid-epoch: the same order, past what was already trained on
-                    yield self._to_device(x, y)
+                    yield *self._to_device(x, y), len(y) * self.world
             epoch, skip = epoch + 1, 0
 
     def evaluate(self, model) -> dict:

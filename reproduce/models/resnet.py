@@ -76,13 +76,13 @@ def conv(cin, cout, k, stride=1):
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)  # no conv bias: BN follows
 
 
-def unit_convs(block, cin, cout, stride, stride_on_3x3):
+def unit_convs(block, cin, cout, stride, stride_on):
     if block == "basic":
         return [conv(cin, cout, 3, stride), conv(cout, cout, 3)]
     if block == "single":
         return [conv(cin, cout, 3, stride)]
     mid = cout // 4  # bottleneck width is a quarter of the output (resnet-pre-act.lua)
-    s1, s3 = (1, stride) if stride_on_3x3 else (stride, 1)
+    s1, s3 = (1, stride) if stride_on == "3x3" else (stride, 1)
     return [conv(cin, mid, 1, s1), conv(mid, mid, 3, s3), conv(mid, cout, 1)]
 
 
@@ -110,19 +110,18 @@ def build_model(**spec) -> ResNet:
         # first stage's first unit then needs no pre-activation ('no_preact').
         stem = [conv(3, 64, 7, 2), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
         counts, widths, strides = IMAGENET_STAGES[spec.depth], (256, 512, 1024, 2048), (1, 2, 2, 2)
-        first_input, stride_on_3x3, cin = ("none", "shared", "shared", "shared"), True, 64
+        first_input, cin = ("none", "shared", "shared", "shared"), 64
     else:
         n = (spec.depth - 2) // (3 * CIFAR_LAYERS[spec.block])
         widths = (64, 128, 256) if spec.block == "bottleneck" else (16, 32, 64)
         stem = [conv(3, 16, 3), *Unit.stem_tail(16)]
-        # resnet-pre-act.lua puts the stride of a CIFAR bottleneck on its first 1x1 conv.
-        counts, strides, first_input, stride_on_3x3, cin = (n,) * 3, (1, 2, 2), ("shared",) * 3, False, 16
+        counts, strides, first_input, cin = (n,) * 3, (1, 2, 2), ("shared",) * 3, 16
     stages = []
     for count, cout, stride, first in zip(counts, widths, strides, first_input):
         units = []
         for i in range(count):
             s = stride if i == 0 else 1
-            units.append(Unit(unit_convs(spec.block, cin, cout, s, stride_on_3x3),
+            units.append(Unit(unit_convs(spec.block, cin, cout, s, spec.stride),
                               make_shortcut(spec, Unit.preact, cin, cout, s),
                               preact_input=first if i == 0 else "branch"))
             cin = cout
@@ -162,6 +161,7 @@ def describe(**spec) -> dict:
     early = sum(sum(by_module[f"ResNet.stages.{i}"].values()) for i in range(len(model.stages) - 1))
     return {
         **spec.model_dump(exclude_none=True),
+        **({"stride_on": spec.stride} if spec.stride else {}),
         "input_size": spec.input_size,
         "params": sum(p.numel() for p in model.parameters()),
         "multiply_adds": counter.get_total_flops() // 2,  # the counter reports 2 FLOPs per multiply-add

@@ -33,6 +33,10 @@ class ModelSpec(BaseModel):
     residual_scale: Optional[float] = Field(None, description="scaling: scale of F (1.0)")
     gate_bias: Optional[float] = Field(None, description="gating: initial gate bias b_g (-6)")
     dropout_p: Optional[float] = Field(None, ge=0, lt=1, description="dropout: drop probability (0.5)")
+    # Which conv of a bottleneck carries a stage's stride: the first 1x1 (resnet-pre-act.lua on CIFAR;
+    # [1]'s released Caffe models on ImageNet, e.g. res3a_branch2a) or the 3x3 (fb.resnet.torch
+    # models/preresnet.lua and resnet.lua, the later "ResNet v1.5"). Bottleneck networks only.
+    stride_on: Optional[Literal["1x1", "3x3"]] = Field(None, description="bottleneck: conv with the stride (1x1)")
     activation_checkpointing: bool = Field(False, description="recompute units in backward: less memory, more time")
 
     @model_validator(mode="after")
@@ -52,6 +56,8 @@ class ModelSpec(BaseModel):
                 examples = ", ".join(str(d) for d in range(k + 2, 1203, k) if d in PAPER_DEPTHS) or k + 2
                 raise ValueError(f"depth: {self.depth} is not {k}n+2 for block '{self.block}' "
                                  f"(e.g. {examples})")
+        if self.stride_on is not None and self.block != "bottleneck":
+            raise ValueError(f"stride_on: only bottleneck units have a 1x1 and a 3x3 conv (block '{self.block}')")
         allowed = SHORTCUT_PARAMS[self.shortcut]
         for key in ("shortcut_scale", "residual_scale", "gate_bias", "dropout_p"):
             if getattr(self, key) is None:
@@ -60,6 +66,11 @@ class ModelSpec(BaseModel):
                 takes = ", ".join(allowed) or "no parameters"
                 raise ValueError(f"{key}: shortcut '{self.shortcut}' has no {key} (it takes {takes})")
         return self
+
+    @property
+    def stride(self) -> Optional[str]:
+        """The conv carrying a bottleneck stage's stride: stride_on, else the first 1x1 (resnet-pre-act.lua, [1])."""
+        return (self.stride_on or "1x1") if self.block == "bottleneck" else None
 
     @property
     def classes(self) -> int:

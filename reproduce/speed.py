@@ -1,0 +1,69 @@
+"""The `speed:` knobs resolved for the device a run trains on. None of them changes the arithmetic but
+`precision`, which is never chosen for the user; `auto` picks what `bench` measured to be faster there.
+
+- precision: fp32 (the paper's), tf32, bf16 autocast, fp64 (see PARAMETERS).
+
+- channels_last: yes on a GPU (NHWC is what cuDNN's tensor-core kernels take) and on a CPU, where
+  bench's `train_resnet110_layout` case measured it ahead in fp32 on both kinds of 2-core machine
+  (AMX and AVX2-only; README, Performance).
+- compile: off. On a CPU it gained 1–7% after ~100 s of compiling (bench); on a GPU `gpu-check`
+  measures its modes, to be set by hand once measured.
+- threads: torch's own choice (every core) for one process; the cores shared out when several
+  processes of one run share a machine (torchrun's LOCAL_WORLD_SIZE), unless OMP_NUM_THREADS says.
+- ImageNet DataLoader workers: up to 8 per training process (fb.resnet.torch trains with 8–12
+  threads), leaving a core to the process itself.
+"""
+import os
+from contextlib import nullcontext
+
+import torch
+
+# precision: what the network's parameters are kept in, and what the images are fed as. bf16 is
+# autocast (parameters fp32, convolutions bf16); fp64 is for checking that two layouts compute the same.
+PARAMETERS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
+
+
+def images_dtype(precision) -> torch.dtype:
+    """bf16 images give the first conv the bits autocast would give it, at half the memory traffic."""
+    return torch.bfloat16 if precision == "bf16" else PARAMETERS[precision]
+
+
+def autocast(precision, device: torch.device):
+    return torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def at_least_fp32(t):
+    """`t` in fp32 if it is in a narrower type (bf16 under autocast), else as it is (fp32, fp64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def channels_last(setting, device: torch.device) -> bool:
+    return True if setting == "auto" else bool(setting)
+
+
+def compile_mode(setting, device: torch.device):
+    return False if setting == "auto" else setting
+
+
+def memory_format(setting, device: torch.device):
+    return torch.channels_last if channels_last(setting, device) else torch.contiguous_format
+
+
+def set_threads(setting):
+    """Set torch's intra-op threads for this process (`speed.threads`); returns the number in use."""
+    if setting != "auto":
+        torch.set_num_threads(setting)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    return torch.get_num_threads()
+
+
+def workers(setting) -> int:
+    if setting != "auto":
+        return setting
+    share = cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(0, min(8, share - 1))
