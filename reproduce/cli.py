@@ -18,7 +18,8 @@ COMMANDS = {
     "report": ("reproduce.render", "execute notebooks/report.ipynb and render reports/report.html (offline)"),
     "describe": ("reproduce.cli", "parameter count and multiply-adds of one network"),
     "plan": ("reproduce.plan", "every run of the current params, its cost and the time it would take"),
-    "bench": ("reproduce.bench", "the fast paths against common public CIFAR code, measured side by side"),
+    "bench": ("reproduce.bench", "the default training path against common public CIFAR code, side by side"),
+    "gpu-check": ("reproduce.gpucheck", "on a CUDA machine: GPU-only tests, GPU speed, two GPUs against one"),
 }
 
 
@@ -64,7 +65,7 @@ def experiment_info(params_path, experiment, spec) -> dict:
     iterations = schedule(p, 1_281_167 if cfg.model["dataset"] == "imagenet" else 50_000)[0] \
         if cfg.profile == "paper" else None
     return {"experiment": experiment, "recipe": cfg.recipe, **describe(**cfg.model),
-            **{k: p[k] for k in ("batch_size", "bn_batch", "nesterov", "batches") if k in p},
+            **{k: p[k] for k in ("batch_size", "bn_batch", "sgd", "batches") if k in p},
             **({"iterations": iterations} if iterations else {}), "precision": cfg.precision}
 
 

@@ -1,6 +1,7 @@
 """One kind of error for everything a user can get wrong: the CLI prints it in one line, no traceback."""
 import difflib
 import re
+import typing
 
 
 class UserError(Exception):
@@ -34,8 +35,14 @@ def explain(error, model, where: str = "") -> UserError:
 
 
 def _fields_at(model, loc):
-    """Field names of the (nested) pydantic model reached by following `loc` from `model`."""
+    """Field names of the (nested) pydantic model reached by following `loc` from `model`; a part of
+    `loc` that is a key of a dict field (an experiment's or a recipe's name) leads to the dict's values."""
     for part in loc:
-        field = getattr(model, "model_fields", {}).get(str(part))
-        model = field.annotation if field else None
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            args = typing.get_args(model)
+            model = args[-1] if args else None
+        else:
+            field = fields.get(str(part))
+            model = field.annotation if field else None
     return list(getattr(model, "model_fields", {}))

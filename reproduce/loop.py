@@ -22,9 +22,10 @@ from .data.sources import make_source
 from .errors import UserError
 from .files import load_json, write_json
 from .logs import Curves
-from .models import build_model, describe
+from .models import build_model
 from .models.batchnorm import group_batch_norm
 from .models.shortcuts import Gate
+from .optim import SGD
 
 
 def lr_at(it: int, p: dict, milestones) -> float:
@@ -34,10 +35,10 @@ def lr_at(it: int, p: dict, milestones) -> float:
     return p["lr"] * 0.1 ** sum(it >= m for m in milestones)
 
 
-def make_optimizer(model, p: dict):
-    """SGD with momentum, Nesterov's or plain as the recipe says (fb.resnet.torch train.lua: nesterov =
-    true, dampening 0; Caffe's solver: plain). Weight decay on every parameter as train.lua, except BN's
-    gamma/beta when `weight_decay_bn` is false and the gates' b_g unless `weight_decay_gate_bias`."""
+def make_optimizer(model, p: dict) -> SGD:
+    """SGD with momentum in the recipe's form (`sgd`: Caffe's, Torch's or Torch's Nesterov; optim.py).
+    Weight decay on every parameter as train.lua, except BN's gamma/beta when `weight_decay_bn` is false
+    and the gates' b_g unless `weight_decay_gate_bias`."""
     exempt = {id(m.conv.bias) for m in model.modules() if isinstance(m, Gate)} \
         if not p["weight_decay_gate_bias"] else set()
     if not p["weight_decay_bn"]:
@@ -45,8 +46,28 @@ def make_optimizer(model, p: dict):
     groups = [{"name": "decayed", "weight_decay": p["weight_decay"],
                "params": [q for q in model.parameters() if id(q) not in exempt]},
               {"name": "not decayed", "weight_decay": 0.0, "params": [q for q in model.parameters() if id(q) in exempt]}]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=p["lr"], momentum=p["momentum"],
-                           nesterov=p["nesterov"])
+    return SGD([g for g in groups if g["params"]], lr=p["lr"], momentum=p["momentum"], form=p["sgd"])
+
+
+def network(model_spec: dict, p: dict, precision: str, device, memory_format, rank=0, world=1):
+    """A run's network and optimizer: built and initialised, on the device in the precision's dtype,
+    with BN over the protocol's groups of `bn_batch` images (the paper's per-GPU batch)."""
+    model = build_model(**model_spec).to(device, knobs.PARAMETERS[precision], memory_format=memory_format)
+    group_batch_norm(model, p["batch_size"], p["bn_batch"], rank, world)
+    return model, make_optimizer(model, p)
+
+
+def train_step(net, opt, x, y, images: int, world: int, autocast):
+    """One iteration on this process's share (x, y) of a global batch of `images`. The loss is the mean
+    over the global batch: DDP averages the processes' gradients, so each process's sum is scaled by
+    world / images (an uneven share, such as an epoch's short last batch, stays exact)."""
+    with autocast:
+        logits = net(x)
+    loss = F.cross_entropy(knobs.at_least_fp32(logits), y, reduction="sum") * (world / images)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), logits
 
 
 def compiled(net, setting):
@@ -85,9 +106,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     p = cfg.protocol
     torch.manual_seed(seed)
     fmt = knobs.memory_format(speed.channels_last, device)
-    model = build_model(**cfg.model).to(device, knobs.PARAMETERS[cfg.precision], memory_format=fmt)
-    group_batch_norm(model, p["batch_size"], p["bn_batch"], rank, world)  # the paper's per-GPU BN batch
-    opt = make_optimizer(model, p)
+    model, opt = network(cfg.model, p, cfg.precision, device, fmt, rank, world)
     source = make_source(cfg, seed, device, rank, world, fmt)
     ckpt_path = checkpoint_dir / f"{cfg.experiment}-seed{seed}-{digest}.pt"
     state, start, elapsed, last, history = checkpoint.load(ckpt_path, digest), 0, 0.0, {}, []
@@ -125,15 +144,8 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         lr = lr_at(it, p, source.milestones)
         for group in opt.param_groups:
             group["lr"] = lr
-        with autocast:
-            logits = net(x)
-        # The mean over the global batch: DDP averages the processes' gradients, so each process's sum
-        # is scaled by world / images (an uneven share, such as an epoch's short last batch, stays exact).
-        loss = F.cross_entropy(knobs.at_least_fp32(logits), y, reduction="sum") * (world / images)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses[it % every] = loss.detach()
+        loss, logits = train_step(net, opt, x, y, images, world, autocast)
+        losses[it % every] = loss
         wrong[it % every] = (logits.argmax(1) != y).sum()
         seen += images
         bar.update()
@@ -171,8 +183,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
                "precision": cfg.precision,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "processes": world, "wall_s": time.time() - t0}
-    size = describe(**cfg.model)
-    metrics.update(params=size["params"], multiply_adds=size["multiply_adds"])
+    metrics["params"] = sum(q.numel() for q in model.parameters())  # (multiply-adds: `describe`)
     if status == "finished":
         metrics.update({k.replace("/", "_"): v for k, v in last.items()})
     checkpoint.save(out / "model.pt", {"model": model.state_dict(), "config": cfg.model_dump(),

@@ -195,14 +195,14 @@ def test_two_gloo_processes_train_like_one(study, bn_batch, checkpointing):
     assert one["test_error"] == two["test_error"]
 
 
-@pytest.mark.parametrize("experiment,nesterov", [("t1_exclusive_gate_b6", False), ("r1001_full_preact_b64", True)])
-def test_the_optimizer_follows_the_recipe_and_spares_the_gates_bias(experiment, nesterov):
+@pytest.mark.parametrize("experiment,form", [("t1_exclusive_gate_b6", "caffe"), ("r1001_full_preact_b64", "nesterov")])
+def test_the_optimizer_follows_the_recipe_and_spares_the_gates_bias(experiment, form):
     """Caffe's solver (paper recipe): plain momentum; fb.resnet.torch train.lua: Nesterov. Weight decay on
     every parameter (train.lua), BN's gamma/beta included, but not on Table 1's b_g."""
     cfg = run_config(load_params(committed_params()), experiment)
     model = build_model(**{**cfg.model, "depth": 8 if cfg.model["block"] == "basic" else 11})
     opt = make_optimizer(model, cfg.protocol)
-    assert all(g["nesterov"] is nesterov and g["momentum"] == 0.9 for g in opt.param_groups)
+    assert opt.form == form and opt.momentum == 0.9
     decay = {id(q): g["weight_decay"] for g in opt.param_groups for q in g["params"]}
     assert len(decay) == sum(1 for _ in model.parameters())
     gates = [m for m in model.modules() if isinstance(m, Gate)]
@@ -248,3 +248,33 @@ def test_a_checkpoint_of_another_config_is_refused(study):
     result = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=study, check=False)
     assert result.returncode == 2 and "different run config" in result.stderr and "refusing" in result.stderr
     assert not (study / "runs" / "tiny" / "seed0" / "metrics.json").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_run_trains_on_the_gpu(study, precision):
+    write_params(study, TINY, **{"speed.device": "cuda", "speed.precision": precision})
+    run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=study)
+    m = metrics(study / "runs" / "tiny" / "seed0")
+    assert m["status"] == "finished" and m["device"] != "cpu" and m["precision"] == precision
+
+
+@pytest.mark.gpu
+def test_fp32_means_no_tf32_on_the_gpu():
+    from reproduce.config import Speed
+    from reproduce.loop import setup_device
+
+    setup_device(Speed(device="cuda", precision="fp32"))
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    setup_device(Speed(device="cuda", precision="tf32"))
+    assert torch.backends.cudnn.allow_tf32
+
+
+def test_gpu_check_on_a_machine_without_a_gpu_says_so_at_once(tmp_path):
+    """Exit 2, one line, and no torch import: the answer comes in well under a second on a CPU machine."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code = ("import sys\nfrom reproduce.cli import main\ntry:\n    main(['gpu-check'])\nexcept SystemExit as e:\n"
+            "    print('torch' in sys.modules, e.code)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "2"] and "no NVIDIA GPU" in done.stderr and done.stderr.count("\n") == 1
