@@ -26,7 +26,7 @@ METRIC_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "test
                "test_top5_center320"]
 RUN_COLUMNS = ["experiment", "seed", "status", "current", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
                "train_loss", "train_error", *METRIC_KEYS, "wall_s", "processes", "device", "precision",
-               "iterations", "params", "multiply_adds", "digest"]
+               "iterations", "params", "digest"]
 
 
 def collect(runs_dir, params: Params) -> pd.DataFrame:
@@ -52,7 +52,7 @@ def collect(runs_dir, params: Params) -> pd.DataFrame:
                      "dataset": experiments[experiment].dataset if experiment in experiments else None})
     runs = pd.DataFrame(rows)
     extra = sorted(set(runs.columns) - set(RUN_COLUMNS))
-    counts = {c: "Int64" for c in ("seed", "failed_at", "iterations", "processes", "params", "multiply_adds")}
+    counts = {c: "Int64" for c in ("seed", "failed_at", "iterations", "processes", "params")}
     return runs.reindex(columns=RUN_COLUMNS + extra).astype({"current": bool, "custom": bool, **counts})
 
 

@@ -69,7 +69,7 @@ class ImageNetProtocol(Optim):
 class Recipe(Strict):
     """What the two implementations behind the paper's numbers do differently (params.yaml `recipes:`)."""
 
-    nesterov: bool
+    sgd: Literal["caffe", "torch", "nesterov"]  # the momentum update's form (reproduce/optim.py)
     batches: Literal["continuous", "per_epoch"]  # CIFAR: across epoch ends (Caffe) or one epoch at a time
     imagenet_stride: Literal["1x1", "3x3"]  # stride_on of ImageNet bottlenecks
 
@@ -98,7 +98,7 @@ class Smoke(Strict):
     """The `smoke` profile: the same DAG, small enough to finish in minutes on a 2-core CPU."""
 
     data: Literal["digits", "cifar"] = "digits"  # digits: scikit-learn's, standing in for CIFAR (no download)
-    iterations: PositiveInt = 300
+    iterations: PositiveInt = 200
     evaluations: PositiveInt = 5  # test-error points on each run's curves
     depth: dict[str, PositiveInt] = {"basic": 8, "bottleneck": 11, "single": 5}
     imagenet_depth: Literal[50, 101, 152, 200] = 50
@@ -152,12 +152,12 @@ def _distinct(seeds):
 class CifarRun(CifarProtocol):
     """One CIFAR run's protocol: the `cifar:` section, its recipe's choices and the experiment's own."""
 
-    nesterov: bool
+    sgd: Literal["caffe", "torch", "nesterov"]
     batches: Literal["continuous", "per_epoch"]
 
 
 class ImageNetRun(ImageNetProtocol):
-    nesterov: bool
+    sgd: Literal["caffe", "torch", "nesterov"]
 
 
 class Params(Strict):
@@ -192,8 +192,8 @@ class Params(Strict):
         """The dataset's protocol, then what the experiment's recipe sets, then the experiment's own keys."""
         recipe = self.recipes[exp.recipe]
         if exp.dataset == "imagenet":
-            return {**self.imagenet.model_dump(), "nesterov": recipe.nesterov, **exp.protocol}
-        p = {**self.cifar.model_dump(), "nesterov": recipe.nesterov, "batches": recipe.batches, **exp.protocol}
+            return {**self.imagenet.model_dump(), "sgd": recipe.sgd, **exp.protocol}
+        p = {**self.cifar.model_dump(), "sgd": recipe.sgd, "batches": recipe.batches, **exp.protocol}
         if p.get("epochs"):  # a schedule in epochs replaces the iterations (CifarProtocol.epochs)
             p.pop("iterations")
         return p

@@ -8,12 +8,12 @@ import os
 import platform
 import subprocess
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-import torch
 from IPython.display import HTML, Markdown, display
 
 from .aggregate import FAIL_ERROR_PCT, TOLERANCE_PP, cell_experiments, collect, results
@@ -207,7 +207,7 @@ def show_provenance(study: Study):
     display(Markdown(
         f"- **Profile:** `{study.params.profile}`, seeds {study.params.run_seeds()}\n"
         f"- **Runs:** {', '.join(f'{n} {s}' for s, n in runs.status.value_counts().items()) or 'none yet'}\n"
-        f"- **Software:** Python {platform.python_version()}, torch {torch.__version__}, "
+        f"- **Software:** Python {platform.python_version()}, torch {version('torch')}, "
         f"pandas {pd.__version__} ({platform.platform()})\n"
         f"- **Git commit:** `{commit or 'unknown (not a git checkout)'}`"
         + (" (with uncommitted changes)" if changes else "") + "\n"

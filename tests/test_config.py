@@ -49,7 +49,8 @@ def set_key(key, value):
     (set_key("experiments.r110_original.recipe", "torch"), ["r110_original.recipe", "unknown recipe 'torch'",
                                                             "fb.resnet.torch", "paper"]),
     (set_key("recipes.paper.batches", "epochs"), ["recipes.paper.batches", "'continuous' or 'per_epoch'"]),
-    (set_key("cifar.nesterov", True), ["unknown key 'cifar.nesterov'"]),  # the recipe's, not the dataset's
+    (set_key("cifar.sgd", "torch"), ["unknown key 'cifar.sgd'"]),  # the recipe's, not the dataset's
+    (set_key("recipes.paper.sgd", "adam"), ["recipes.paper.sgd", "'caffe', 'torch' or 'nesterov'"]),
     (set_key("cifar.bn_batch", 48), ["bn_batch (48) must divide batch_size (128)"]),
     (set_key("experiments.r110_original.protocol", {"bn_batch": 256}), ["r110_original.protocol", "bn_batch"]),
     (set_key("cifar.eval_every", 391), ["eval_every (391) must be a multiple of log_every (100)"]),
@@ -93,7 +94,7 @@ def test_committed_params_are_the_papers_protocol():
     for name, exp in params.experiments.items():  # every paper row trained as its implementation trained it
         cfg, dagger = run_config(params, name), name in DAGGER
         assert cfg.recipe == ("fb.resnet.torch" if dagger else "paper"), name
-        assert cfg.protocol["nesterov"] is dagger and cfg.protocol["weight_decay_gate_bias"] is False
+        assert cfg.protocol["sgd"] == ("nesterov" if dagger else "caffe") and not cfg.protocol["weight_decay_gate_bias"]
         assert params.seeds_of(name) == ([0] if exp.dataset == "imagenet" else [0, 1, 2, 3, 4])
         if exp.dataset == "imagenet":
             assert cfg.model["stride_on"] == ("3x3" if dagger else "1x1")
@@ -118,7 +119,8 @@ def test_smoke_profile_shrinks_and_marks_runs(tmp_path):
     cfg = run_config(params, "r1001_full_preact")
     s, p = params.smoke, cfg.protocol
     assert cfg.model["depth"] == s.depth["bottleneck"] and p["iterations"] == s.iterations
-    assert p["eval_every"] * s.evaluations == s.iterations and p["eval_every"] % p["log_every"] == 0
+    points = [it for it in range(1, s.iterations + 1) if it % p["eval_every"] == 0 or it == s.iterations]
+    assert len(points) == s.evaluations and p["eval_every"] % p["log_every"] == 0  # the loop's eval rule
     assert p["batch_size"] // p["bn_batch"] == 2  # the paper's two BN groups per batch, shrunk
     assert "epochs" not in run_config(params, "r1001_full_preact_b64").protocol
     assert cfg.profile == "smoke" and not_run_reason(params, cfg, 0) is None

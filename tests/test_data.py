@@ -106,7 +106,7 @@ def test_download_stage_command_line(archive, tmp_path):
     assert ok.returncode == 0 and f"{N_TEST} test images" in ok.stdout and (tmp_path / "data.pt").exists()
     (tmp_path / "raw" / path.name).unlink()
     bad = subprocess.run(cmd + ["--out", str(tmp_path / "other.pt"), "--url", closed_port_url()], capture_output=True, text=True)
-    assert bad.returncode == 2 and "could not download" in bad.stderr and md5 in bad.stderr
+    assert bad.returncode == 2 and "could not download" in bad.stderr and md5 in bad.stderr and "data.raw" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "other.pt").exists()
 
 
@@ -188,7 +188,7 @@ def test_each_image_is_a_possibly_flipped_window_of_the_padded_image(images):
     assert flips == {0, 1} and offsets == {(dy, dx) for dy in range(9) for dx in range(9)}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_a_batch_on_the_gpu_never_waits_for_it(images):
     # The hot loop must not synchronise the host with the GPU: the CPU queues the next steps while the
     # GPU runs this one. The sync debug mode raises on any synchronising call.

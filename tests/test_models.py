@@ -317,10 +317,10 @@ def test_describe_cli():
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "6n+2" in bad.stderr
 
 
-@pytest.mark.parametrize("experiment,recipe,stride,nesterov", [("in_r152_original", "paper", "1x1", False),
-                                                               ("in_r200_full_preact_aspect", "fb.resnet.torch", "3x3", True)])
-def test_describe_names_an_experiments_recipe(experiment, recipe, stride, nesterov):
+@pytest.mark.parametrize("experiment,recipe,stride,sgd", [("in_r152_original", "paper", "1x1", "caffe"),
+                                                          ("in_r200_full_preact_aspect", "fb.resnet.torch", "3x3", "nesterov")])
+def test_describe_names_an_experiments_recipe(experiment, recipe, stride, sgd):
     cmd = [sys.executable, "-m", "reproduce", "describe", "--experiment", experiment, "--params",
            str(committed_params()), "--json"]
     info = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    assert (info["recipe"], info["stride_on"], info["nesterov"], info["bn_batch"]) == (recipe, stride, nesterov, 32)
+    assert (info["recipe"], info["stride_on"], info["sgd"], info["bn_batch"]) == (recipe, stride, sgd, 32)

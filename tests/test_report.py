@@ -31,8 +31,7 @@ def write_run(runs, params, experiment, seed, status, test=None, **extra):
                "digest": run_config(params, experiment).digest(seed), **extra}
     if status != "not_run":
         metrics.update({"failed_at": 12 if status == "failed" else None, "iterations": 30,
-                        "precision": "bf16", "device": "cpu", "processes": 1, "wall_s": 90.0, "params": 1000,
-                        "multiply_adds": 10**6})
+                        "precision": "bf16", "device": "cpu", "processes": 1, "wall_s": 90.0, "params": 1000})
     if status == "finished":
         metrics.update(train_loss=0.3, train_error=9.0, **(test or {}))
     run.mkdir(parents=True)

@@ -17,7 +17,8 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
-from .cifar import MEAN_STD, source
+from ..errors import UserError, did_you_mean
+from .cifar import MEAN_STD
 
 PAD_PER_PIXEL = 4 / 32  # RandomCrop(32, 4): fb.resnet.torch datasets/cifar10.lua (1 pixel for 8x8 digits)
 
@@ -30,7 +31,8 @@ def seed_for(*parts) -> int:
 
 def normalize(x, name, dtype=torch.float32):
     """uint8 [N, 3, H, W] on the 0-255 scale to (x - mean) / std per channel (fb.resnet.torch constants)."""
-    source(name)  # a UserError for an unknown dataset name
+    if name not in MEAN_STD:  # (not torchvision's names: importing it costs a training process seconds)
+        raise UserError(f"unknown dataset '{name}'{did_you_mean(name, MEAN_STD)}; allowed: {', '.join(MEAN_STD)}")
     mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in MEAN_STD[name])
     return x.to(torch.float32, copy=True).sub_(mean).div_(std).to(dtype)  # in place on one fresh copy
 

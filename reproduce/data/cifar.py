@@ -53,7 +53,8 @@ def fetch_archive(name, raw_dir, md5=None, url=None) -> Path:
     src = source(name)
     md5, url = md5 or src.tgz_md5, url or src.url
     archive = (Path(raw_dir) / src.filename).resolve()
-    by_hand = f"download {src.url} yourself and put it at {archive} (md5 {md5})"
+    by_hand = (f"download {src.url} yourself and put it at {archive} (md5 {md5}; the folder is data.raw in "
+               f"params.yaml), or run the smoke profile, which needs no download (profile: smoke)")
     if archive.exists():
         found = md5sum(archive)
         if found != md5:  # never the user's file to delete, never to trust either

@@ -127,7 +127,8 @@ def build_model(**spec) -> ResNet:
             cin = cout
         stages.append(units)
     model = ResNet(stem, stages, Unit.final_activation(cin), cin, spec.classes, spec.activation_checkpointing)
-    init_weights(model)
+    if not model.fc.weight.is_meta:  # a network of shapes only (`describe`) has no values to initialise
+        init_weights(model)
     model.spec = spec
     return model
 
