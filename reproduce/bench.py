@@ -1,41 +1,56 @@
-"""`python -m reproduce bench`: the project's training path against the way most public CIFAR code does it.
+"""`python -m reproduce bench`: the project's default training path against the way most public CIFAR code does it.
 
 Reference: torchvision's CIFAR10 with per-image RandomCrop(32, 4), RandomHorizontalFlip, ToTensor,
-Normalize through a DataLoader (2 workers, shuffle, batch 128), an eager fp32 NCHW network. Project:
-CifarStream batches on the device, bf16 autocast, channels_last (reproduce/loop.py). The two sides are
-timed in alternation (A, B, A, B, ...) so that machine noise hits both; numbers are medians.
+Normalize through a DataLoader (2 workers, shuffle, batch 128), an eager fp32 NCHW network and
+torch.optim.SGD. Project: what a run of the paper profile does (reproduce/loop.py): CifarStream batches
+on the device, the default precision (fp32), the memory format `speed.channels_last: auto` picks for
+this device, BN over groups of 64, the recipe's SGD. Also measured: the other memory format (does auto
+pick the faster?), bf16 autocast where the device has native bf16 (never on an AVX2-only CPU, where
+it is ~10x slower than fp32), torch.compile (full mode), and ResNet-1001's memory with activation
+checkpointing. Sides are timed in alternation (A, B, A, B, ...) so that machine noise hits both;
+numbers are medians.
 """
+import itertools
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from . import speed as knobs
+from .config import Speed
 from .data import cifar
 from .data.augment import CifarStream
 from .errors import UserError
 from .files import write_json
-from .loop import compiled, make_optimizer
-from .models import build_model, describe
+from .loop import compiled, network, train_step
+from .models import describe
 from .plan import peak_tflops
 
 BATCH = 128
 R110 = dict(dataset="cifar10", depth=110, block="basic", unit="original")
-R1001 = dict(dataset="cifar10", depth=1001, block="bottleneck", unit="full_preact")
-PROTOCOL = dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, weight_decay_bn=True,
-                weight_decay_gate_bias=False)
-# (field, sense, bound): targets for this project on a 2-core CPU with AMX, checked on CPU only.
-TARGETS = {"cifar_data_pipeline": [("ratio", ">=", 20)], "train_resnet110": [("ratio", ">=", 2)],
+R1001 = dict(dataset="cifar10", depth=1001, block="bottleneck", unit="full_preact", stride_on="1x1")
+# The paper recipe's CIFAR protocol, as far as a training step sees it.
+PROTOCOL = dict(batch_size=BATCH, bn_batch=64, lr=0.1, momentum=0.9, sgd="caffe", weight_decay=1e-4,
+                weight_decay_bn=True, weight_decay_gate_bias=False)
+DEFAULT = Speed()  # the knobs a run uses unless params.yaml says otherwise
+# (field, sense, bound): targets for this project's default path on a 2-core CPU, checked on CPU only.
+TARGETS = {"cifar_data_pipeline": [("ratio", ">=", 20)], "train_resnet110": [("ratio", ">=", 1.0)],
+           "train_resnet110_layout": [("ratio", ">=", 1.0)],
            "train_resnet1001_memory": [("ratio", ">=", 4), ("time_ratio", "<=", 1.4)]}
-# quick: under a minute on 2 CPU cores. rounds = alternations; data_batches = reference batches per round.
-SIZES = {"quick": dict(rounds=2, data_rounds=5, data_batches=10, deep_rounds=2, deep_batch=16, compile=False),
-         "full": dict(rounds=7, data_rounds=7, data_batches=50, deep_rounds=3, deep_batch=BATCH, compile=True)}
+# quick: about a minute on 2 CPU cores of either kind. rounds = alternations; data_batches = reference
+# batches per round.
+# batches per round; images = how many of CIFAR-10's the stream holds (a batch is a gather: its speed
+# does not depend on how many there are to gather from).
+SIZES = {"quick": dict(rounds=2, data_rounds=5, data_batches=10, deep_rounds=2, deep_batch=8, compile=(),
+                       images=10_000),
+         "full": dict(rounds=7, data_rounds=7, data_batches=50, deep_rounds=3, deep_batch=BATCH,
+                      compile=("default",), images=50_000)}
 
 
 def images(path="data/cifar10.pt"):
@@ -96,7 +111,7 @@ def alternate(device, sides: dict, rounds: int, warmup: int = 1) -> dict:
 def data_case(stream, loader, device, size):
     # The project's batches take ~50x less time: it drains 10x as many per round, so that a round is
     # not a few milliseconds that any hiccup of this shared machine doubles.
-    n, it = {"project": 10 * size["data_batches"], "reference": size["data_batches"]}, iter(range(10**9))
+    n, it = {"project": 10 * size["data_batches"], "reference": size["data_batches"]}, itertools.count()
     times = {"project": [], "reference": []}
     def drain(batches, n):  # as a training loop: one batch alive at a time
         for _ in range(n):
@@ -113,63 +128,85 @@ def data_case(stream, loader, device, size):
             times["reference"].append(u)
     project, reference = (n[k] * BATCH / statistics.median(times[k]) for k in ("project", "reference"))
     return {"case": "cifar_data_pipeline", "project_img_s": project, "reference_img_s": reference,
-            "ratio": project / reference, "precision": "bf16 (reference: fp32)",
+            "ratio": project / reference, "precision": f"{stream.rows.dtype} (reference: fp32)".replace("torch.", ""),
             "batches_per_round": f"{n['project']} project, {n['reference']} reference"}
 
 
-def train_step(model, opt, batch, precision, device):
-    """One iteration as reproduce/loop.py does it."""
-    x, y = batch()
-    with torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else nullcontext():
+def project_side(stream, device, precision="fp32", channels_last=True, compile=False):
+    """One training step of ResNet-110 as a run takes it: CifarStream batch, network(), train_step()."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model, opt = network(R110, PROTOCOL, precision, device, fmt)
+    net, autocast, it = compiled(model.train(), compile), knobs.autocast(precision, device), itertools.count()
+    tf32 = precision == "tf32"
+
+    def step():
+        x, y = stream.batch(next(it))  # the stream's layout: the other side pays one copy (~1% of a step)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+        train_step(net, opt, x.contiguous(memory_format=fmt), y, len(y), 1, autocast)
+    return step
+
+
+def reference_side(loader, device):
+    model = build_reference(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def step():
+        x, y = next(loader)
         loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
 
 
-def project_trainer(spec, stream, precision, device, compile=False):
-    model = build_model(**spec).to(device, memory_format=torch.channels_last).train()
-    opt, it = make_optimizer(model, PROTOCOL), iter(range(10**9))
-    net = compiled(model, compile)
-    # The stream holds bf16 images; for fp32 the loop keeps an fp32 copy instead. Widening a batch
-    # here costs about as much as gathering one, a few hundred microseconds of a step of ~1 s.
-    widen = (lambda b: (b[0].float(), b[1])) if precision == "fp32" else (lambda b: b)
-    return lambda: train_step(net, opt, lambda: widen(stream.batch(next(it))), precision, device)
+def build_reference(device):
+    from .models import build_model
+
+    return build_model(**R110).to(device).train()  # eager fp32 NCHW, nn.BatchNorm2d over the whole batch
 
 
 def train_sides(stream, loader, device, size) -> dict:
-    """ResNet-110 training steps: the project's (bf16, fp32, compiled in full mode) and the reference's."""
-    model = build_model(**R110).to(device).train()  # eager fp32 NCHW, plain SGD
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    sides = {"bf16": project_trainer(R110, stream, "bf16", device),
-             "fp32": project_trainer(R110, stream, "fp32", device),
-             "reference": lambda: train_step(model, opt, lambda: next(loader), "fp32", device)}
-    if size["compile"]:  # speed.compile, not in --quick: its first step compiles (minutes on a CPU)
-        sides["compiled"] = project_trainer(R110, stream, "bf16", device, compile=compile_mode(device))
+    """ResNet-110 training steps: the project's default path, its other memory format, bf16 where the
+    device has it natively, tf32 on a GPU, compiled (`size["compile"]` modes), and the reference."""
+    layout = knobs.channels_last(DEFAULT.channels_last, device)
+    sides = {"default": project_side(stream, device, DEFAULT.precision, layout),
+             "other_layout": project_side(stream, device, DEFAULT.precision, not layout),
+             "reference": reference_side(loader, device)}
+    if knobs.native_bf16(device):
+        sides["bf16"] = project_side(stream, device, "bf16", layout)
+    else:
+        print("bf16: not measured (this CPU has no native bf16: autocast would run ~10x slower than fp32)")
+    if device.type == "cuda":
+        sides["tf32"] = project_side(stream, device, "tf32", layout)
+    for mode in size["compile"]:  # speed.compile: its first step compiles (minutes on a CPU)
+        sides[f"compile {mode}"] = project_side(stream, device, DEFAULT.precision, layout,
+                                                compile=True if mode == "default" else mode)
     return sides
 
 
-def compile_mode(device):
-    return "reduce-overhead" if device.type == "cuda" else True  # + CUDA graphs on a GPU
-
-
 def train_cases(sides, device, size):
-    cases = [("train_resnet110", "bf16", "bf16"), ("train_resnet110_fp32", "fp32", "fp32")]
-    if "compiled" in sides:
-        compile_s, mode = timed(device, sides["compiled"]), compile_mode(device)
-        cases.append(("train_resnet110_compile", "compiled", "bf16"))
+    layout = "channels_last" if knobs.channels_last(DEFAULT.channels_last, device) else "NCHW"
+    other = {"channels_last": "NCHW", "NCHW": "channels_last"}[layout]
+    compile_s = {side: timed(device, fn) for side, fn in sides.items() if side.startswith("compile")}
     s = alternate(device, sides, size["rounds"])
     records = []
-    for name, side, precision in cases:
-        r = {"case": name, "project_img_s": BATCH / s[side], "reference_img_s": BATCH / s["reference"],
-             "ratio": s["reference"] / s[side], "precision": f"{precision} channels_last vs fp32 NCHW",
-             "batch_size": BATCH}
-        if side == "compiled":
-            r.update(compile_s=compile_s, note=f"torch.compile, mode {mode if mode is not True else 'default'}; "
-                                               "compile_s: its first step, compiling included")
+
+    def record(case, side, versus, precision, **extra):
+        r = {"case": case, "project_img_s": BATCH / s[side], "reference_img_s": BATCH / s[versus],
+             "ratio": s[versus] / s[side], "precision": precision, "batch_size": BATCH, **extra}
         if device.type == "cuda":
-            r.update(gpu_utilisation(r["project_img_s"], device, precision))
+            r.update(gpu_utilisation(r["project_img_s"], device, side if side in ("bf16", "tf32") else "fp32"))
         records.append(r)
+
+    record("train_resnet110", "default", "reference", f"fp32 {layout} vs fp32 NCHW")
+    record("train_resnet110_layout", "default", "other_layout", f"fp32 {layout} vs fp32 {other}",
+           note=f"speed.channels_last: auto picks {layout} here; reference = the other memory format")
+    for side in ("bf16", "tf32"):
+        if side in sides:
+            record(f"train_resnet110_{side}", side, "reference", f"{side} {layout} vs fp32 NCHW")
+    for side, seconds in compile_s.items():
+        record(f"train_resnet110_{side.replace(' ', '_')}", side, "reference", f"fp32 {layout} vs fp32 NCHW",
+               compile_s=seconds, note=f"torch.compile mode {side.split()[1]}; compile_s: its first step")
     return records
 
 
@@ -205,14 +242,16 @@ def step_peak(device, step) -> int:
 
 
 def deep_steps(batch, device) -> dict:
-    """A ResNet-1001 training step on a fixed batch, with (True) and without (False) checkpointing."""
-    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    """A ResNet-1001 training step on a fixed batch in the default precision and this device's default
+    memory format, with (True) and without (False) activation checkpointing."""
+    fmt = knobs.memory_format(DEFAULT.channels_last, device)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
+    autocast, protocol = knobs.autocast(DEFAULT.precision, device), {**PROTOCOL, "batch_size": batch, "bn_batch": batch}
     steps = {}
     for ckpt in (True, False):
-        model = build_model(**R1001, activation_checkpointing=ckpt).to(device, memory_format=torch.channels_last)
-        opt = make_optimizer(model.train(), PROTOCOL)
-        steps[ckpt] = lambda m=model, o=opt: train_step(m, o, lambda: (x, y), "bf16", device)
+        model, opt = network({**R1001, "activation_checkpointing": ckpt}, protocol, DEFAULT.precision, device, fmt)
+        steps[ckpt] = lambda m=model.train(), o=opt: train_step(m, o, x, y, batch, 1, autocast)
     return steps
 
 
@@ -249,7 +288,7 @@ def memory_case(steps, peaks, device, size):
     s = alternate(device, steps, size["deep_rounds"], warmup=2)
     return {"case": "train_resnet1001_memory", "ratio": peaks[False] / peaks[True],
             "project_img_s": batch / s[True], "reference_img_s": batch / s[False],
-            "time_ratio": s[True] / s[False], "precision": "bf16 channels_last", "batch_size": batch,
+            "time_ratio": s[True] / s[False], "precision": DEFAULT.precision, "batch_size": batch,
             "peak_mib_with_checkpointing": peaks[True] / 2**20, "peak_mib_without": peaks[False] / 2**20,
             "note": "project = with activation checkpointing, reference = without; ratio = peak memory "
                     "without / with" + ("" if batch == BATCH else f"; batch {batch}, not 128")}
@@ -267,11 +306,43 @@ def check(record) -> list:
 
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
-                        help="fewer, shorter timed steps (under a minute on 2 CPU cores)")
+                        help="fewer, shorter timed steps (about a minute on 2 CPU cores)")
     parser.add_argument("--steps", type=int, help="timed rounds per case (overrides the mode's)")
-    parser.add_argument("--deep-batch", type=int, help="ResNet-1001's batch (default 128; --quick: 16)")
+    parser.add_argument("--deep-batch", type=int, help="ResNet-1001's batch (default 128; --quick: 8)")
     parser.add_argument("--out", default="reports/bench.json", help="where the records go")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def machine(device) -> dict:
+    """What a figure was measured on: the GPU, or the CPU's model and the vector code torch runs there."""
+    if device.type == "cuda":
+        return {"machine": torch.cuda.get_device_name(device)}
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), "cpu") if Path("/proc/cpuinfo").exists() else "cpu"
+    return {"machine": f"{name}, {knobs.cores()} cores, {torch.backends.cpu.get_cpu_capability()} code"}
+
+
+def measure(device, size) -> list[dict]:
+    """Every case on `device`, as records (see `run`)."""
+    probe = start_memory_probe(size["deep_batch"], device)
+    x, y, data = images()
+    x, y = x[:size["images"]], y[:size["images"]]
+    shown = "data/cifar10.pt" if data == "cifar10" else "RANDOM (no data/cifar10.pt; speed does not depend on pixels)"
+    print(f"bench on {machine(device)['machine']}; images: {shown}")
+    fmt = knobs.memory_format(DEFAULT.channels_last, device)
+    stream = CifarStream(x, y, "cifar10", BATCH, seed=0, device=device, dtype=knobs.images_dtype(DEFAULT.precision),
+                         memory_format=fmt)  # as the training loop keeps it
+    loader = reference_loader(x, y, device)
+    r110, r1001 = train_sides(stream, loader, device, size), deep_steps(size["deep_batch"], device)
+    peaks = peak_bytes(probe, size["deep_batch"])  # before timing anything: it would compete for the CPU
+    print("timing the data pipeline, ResNet-110 training, ResNet-1001 memory and step time ...", flush=True)
+    records = [data_case(stream, loader, device, size), *train_cases(r110, device, size),
+               memory_case(r1001, peaks, device, size)]
+    for r in records:
+        r.update(device=device.type, data=data, date=time.strftime("%Y-%m-%d"), **machine(device))
+        checks = check(r)
+        r["targets_met"] = all(met for _, met in checks) if checks else None
+    return records
 
 
 def run(args):
@@ -287,26 +358,11 @@ def run(args):
     if args.steps:
         size.update(rounds=args.steps, data_rounds=args.steps, deep_rounds=args.steps)
     size["deep_batch"] = args.deep_batch or size["deep_batch"]
-    probe = start_memory_probe(size["deep_batch"], device)
-    x, y, data = images()
-    shown = "data/cifar10.pt" if data == "cifar10" else "RANDOM (no data/cifar10.pt; speed does not depend on pixels)"
-    print(f"bench on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
-          f"{'quick' if args.quick else 'full'}; images: {shown}")
-    stream = CifarStream(x, y, "cifar10", BATCH, seed=0, device=device, dtype=torch.bfloat16,
-                         memory_format=torch.channels_last)  # as the training loop keeps it under bf16
-    loader = reference_loader(x, y, device)
-    r110, r1001 = train_sides(stream, loader, device, size), deep_steps(size["deep_batch"], device)
-    peaks = peak_bytes(probe, size["deep_batch"])  # before timing anything: it would compete for the CPU
-    print("timing the data pipeline, ResNet-110 training, ResNet-1001 memory and step time ...", flush=True)
-    records = [data_case(stream, loader, device, size), *train_cases(r110, device, size),
-               memory_case(r1001, peaks, device, size)]
-    print(f"{'case':<26}{'project':>12}{'reference':>12}{'ratio':>9}  target")
+    records = measure(device, size)
+    print(f"{'case':<30}{'project':>12}{'reference':>12}{'ratio':>9}  target")
     for r in records:
-        r.update(device=device.type, data=data)
-        checks = check(r)
-        r["targets_met"] = all(met for _, met in checks) if checks else None
-        print(f"{r['case']:<26}{r['project_img_s']:>8.0f} i/s{r['reference_img_s']:>8.0f} i/s{r['ratio']:>8.2f}x  "
-              + "; ".join(f"{text}: {'met' if met else 'NOT met'}" for text, met in checks))
+        print(f"{r['case']:<30}{r['project_img_s']:>8.0f} i/s{r['reference_img_s']:>8.0f} i/s{r['ratio']:>8.2f}x  "
+              + "; ".join(f"{text}: {'met' if met else 'NOT met'}" for text, met in check(r)))
     m = records[-1]
     print(f"ResNet-1001 step, batch {m['batch_size']}: peak {m['peak_mib_without']:.0f} MiB without checkpointing, "
           f"{m['peak_mib_with_checkpointing']:.0f} MiB with; step time x{m['time_ratio']:.2f} with")
@@ -315,6 +371,6 @@ def run(args):
             print(f"{r['case']}: its first step, compiling, took {r['compile_s']:.0f} s")
         if r.get("multiply_adds_per_s"):
             print(f"{r['case']}: {r['multiply_adds_per_s'] / 1e12:.1f} T multiply-adds/s"
-                  + (f", {100 * r['peak_fraction']:.0f}% of {r['gpu']}'s bf16 peak" if r["peak_fraction"] else ""))
+                  + (f", {100 * r['peak_fraction']:.0f}% of {r['gpu']}'s peak" if r["peak_fraction"] else ""))
     write_json(args.out, records)
     print(f"wrote {args.out}; the bench took {time.perf_counter() - start:.0f} s")

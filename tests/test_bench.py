@@ -2,12 +2,15 @@
 import json
 import math
 
+import torch
+
 from conftest import REPO, committed_params, run_cli
+from reproduce.speed import native_bf16
 from reproduce.config import load_params
 from reproduce.plan import table_of
 
-CASES = {"cifar_data_pipeline", "train_resnet110", "train_resnet110_fp32", "train_resnet1001_memory"}
-FIELDS = {"case", "project_img_s", "reference_img_s", "ratio", "device", "precision", "data"}
+CASES = {"cifar_data_pipeline", "train_resnet110", "train_resnet110_layout", "train_resnet1001_memory"}
+FIELDS = {"case", "project_img_s", "reference_img_s", "ratio", "device", "precision", "data", "machine", "date"}
 
 
 def test_bench_quick_writes_every_case(tmp_path):
@@ -23,6 +26,10 @@ def test_bench_quick_writes_every_case(tmp_path):
         assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("project_img_s", "reference_img_s", "ratio"))
     memory = next(r for r in records if r["case"] == "train_resnet1001_memory")
     assert memory["time_ratio"] > 0 and memory["batch_size"] == 4 and "not 128" in memory["note"]
+    default = next(r for r in records if r["case"] == "train_resnet110")
+    assert default["precision"].startswith("fp32")  # the default path: fp32, never bf16 chosen silently
+    bf16 = [r for r in records if r["case"] == "train_resnet110_bf16"]
+    assert bool(bf16) is native_bf16(torch.device("cpu")) and ("bf16: not measured" in out.stdout) is not bool(bf16)
 
 
 def test_plan_lists_every_experiment_with_totals():
