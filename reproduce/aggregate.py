@@ -11,6 +11,7 @@ import pandas as pd
 from .config import Params, load_params, run_config
 from .files import atomic_write
 from .paper import FAIL, KEYS, dataset_metrics, metric_key, paper_numbers, paper_value
+from .stats import against_paper, median_interval
 
 # THE rule deciding `reproduced` (see `verdict`): our median is within max(TOLERANCE_PP, the seeds'
 # standard deviation) of the paper's number. 0.5 points is about 3 times the seed std the paper gives
@@ -20,13 +21,14 @@ TOLERANCE_PP = 0.5
 # loss) or its median final error is ≥ 20%: 3× the ResNet-110 baseline (6.61%), above every Table 1
 # variant the paper reports as converging (≤ 12.86%).
 FAIL_ERROR_PCT = 20.0
-RESULT_COLUMNS = ["table", "row", "column", "metric", "recipe", "paper", "median", "mean", "std", "runs", "failed",
-                  "status"]
+RESULT_COLUMNS = ["table", "row", "column", "metric", "recipe", "paper", "median", "ci_low", "ci_high", "ci_coverage",
+                  "paper_in_ci", "mean", "std", "p_vs_paper", "runs", "failed", "status", "reason", "command",
+                  "compute_hours", "hardware"]
 METRIC_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "test_top1_center320",
                "test_top5_center320"]
 RUN_COLUMNS = ["experiment", "seed", "status", "current", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
                "train_loss", "train_error", *METRIC_KEYS, "wall_s", "processes", "device", "precision",
-               "iterations", "params", "digest"]
+               "iterations", "params", "digest", "command"]
 
 
 def collect(runs_dir, params: Params) -> pd.DataFrame:
@@ -46,7 +48,10 @@ def collect(runs_dir, params: Params) -> pd.DataFrame:
         listed = experiment in experiments and seed in params.seeds_of(experiment)
         expected = run_config(params, experiment).digest(seed) if listed else None
         # A run still training has no metrics.json (no digest) yet: it counts as one of these params.
+        if metrics.get("status") == "failed" and not metrics.get("reason"):
+            metrics["reason"] = f"diverged: non-finite training loss at iteration {metrics.get('failed_at')}"
         rows.append({**metrics, "experiment": experiment, "seed": seed,
+                     "command": f"python -m reproduce train --experiment {experiment} --seed {seed}",
                      "current": expected is not None and metrics.get("digest", expected) == expected,
                      "custom": experiment in params.custom,
                      "dataset": experiments[experiment].dataset if experiment in experiments else None})
@@ -56,17 +61,25 @@ def collect(runs_dir, params: Params) -> pd.DataFrame:
     return runs.reindex(columns=RUN_COLUMNS + extra).astype({"current": bool, "custom": bool, **counts})
 
 
+def seed_errors(runs: pd.DataFrame, experiments, key: str) -> pd.Series:
+    """Final error of each current run of `experiments`, indexed by seed; +inf for a diverged run, which
+    ranks worse than every finished one (in medians, intervals and rank tests alike)."""
+    mine = runs[runs.current & runs.experiment.isin(list(experiments)) & runs.status.isin(["finished", "failed"])]
+    errors = mine[key].astype(float).where(mine.status == "finished", np.inf)
+    return pd.Series(errors.to_numpy(), index=mine.seed.to_numpy(dtype=int), dtype=float)
+
+
 def summarize(runs: pd.DataFrame, experiments, key: str) -> dict:
-    """Median, mean and std over the seeds of the current runs of `experiments`. As the paper, the median
-    of final test errors; a diverged run ranks worse than every finished one, so the median is NaN when
-    at least half the runs diverged. Mean and std are over finished runs only."""
-    mine = runs[runs.current & runs.experiment.isin(list(experiments))]
-    errors = mine.loc[mine.status == "finished", key].astype(float)
-    failed = int((mine.status == "failed").sum())
-    ranked = np.concatenate([errors.to_numpy(), np.full(failed, np.inf)])
+    """Median over the seeds of the current runs of `experiments` with its order-statistic interval
+    (`stats.median_interval`), and mean and std. As the paper, the median of final test errors; it is
+    NaN when at least half the runs diverged. Mean and std are over finished runs only."""
+    ranked = seed_errors(runs, experiments, key).to_numpy()
+    errors = pd.Series(ranked[np.isfinite(ranked)])
     median = float(np.median(ranked)) if len(ranked) else math.nan
-    return {"median": median if math.isfinite(median) else math.nan, "mean": errors.mean(),
-            "std": errors.std(), "runs": len(ranked), "failed": failed}
+    low, high, coverage = median_interval(ranked)
+    finite = {"median": median, "ci_low": low, "ci_high": high}
+    return {**{k: v if math.isfinite(v) else math.nan for k, v in finite.items()}, "ci_coverage": coverage,
+            "mean": errors.mean(), "std": errors.std(), "runs": len(ranked), "failed": int(np.isinf(ranked).sum())}
 
 
 def failed_to_train(summary: dict) -> bool:
@@ -92,6 +105,49 @@ def verdict(paper: str, summary: dict, each: list[dict]) -> str:
     return "reproduced" if close else "not_reproduced"
 
 
+def reason(runs: pd.DataFrame, names, status: str, summary: dict) -> str:
+    """Why a cell is `not_run` or `fail`, from what its runs recorded."""
+    mine = runs[runs.current & runs.experiment.isin(names)]
+    if status == "not_run":
+        said = sorted(set(mine.reason.dropna()))
+        return "; ".join(said) if said else "not trained yet: no finished or diverged run of " + ", ".join(names)
+    if status == "fail":
+        first = mine.failed_at.dropna()
+        return (f"{summary['failed']} of {summary['runs']} seeds diverged (non-finite training loss"
+                + (f", first at iteration {int(first.min())})" if len(first) else ")"))
+    return ""
+
+
+def command(names, custom=False) -> str:
+    """The command that reproduces the cell alone: its experiments' training stages, then the table."""
+    stage = "train_custom" if custom else "train"
+    return "dvc repro " + " ".join(f"{stage}@{n}" for n in names) + " aggregate"
+
+
+def compute(runs: pd.DataFrame, names) -> dict:
+    """Device-hours (wall time × processes) of the cell's current runs and the hardware they ran on."""
+    mine = runs[runs.current & runs.experiment.isin(names) & runs.status.isin(["finished", "failed"])]
+    hours = (mine.wall_s.astype(float) * mine.processes.astype(float)).sum() / 3600
+    used = mine.groupby(["device", "processes"]).size()
+    return {"compute_hours": hours, "hardware": ", ".join(
+        f"{'CPU' if device == 'cpu' else device} ×{int(n)}" for device, n in used.index)}
+
+
+def cell_row(runs, names, key, paper: str, paper_mean=math.nan, paper_std=math.nan, custom=False) -> dict:
+    """One row of results.csv: our summary beside the paper's number, its verdict and its evidence."""
+    summary = summarize(runs, names, key)
+    each = [summarize(runs, [e], key) for e in names]
+    status = verdict(paper, summary, each) if not custom else \
+        "not_run" if not summary["runs"] else "fail" if math.isnan(summary["median"]) else ""
+    printed = paper_value(paper) if paper not in ("", FAIL) else math.nan
+    inside = summary["ci_low"] <= printed <= summary["ci_high"] if summary["ci_coverage"] and printed == printed \
+        else None
+    return {"paper": paper, **summary, "paper_in_ci": inside, "status": status,
+            "p_vs_paper": against_paper(summary["mean"], summary["std"], summary["runs"] - summary["failed"],
+                                        paper_mean, paper_std),
+            "reason": reason(runs, names, status, summary), "command": command(names, custom), **compute(runs, names)}
+
+
 def results(runs: pd.DataFrame, paper: pd.DataFrame, params: Params | None = None) -> pd.DataFrame:
     """One row per non-literature cell of the paper, then (given `params`) one per metric of each custom
     experiment (table `custom`, no paper number; status only `fail`, `not_run` or blank). `recipe`: the
@@ -103,18 +159,14 @@ def results(runs: pd.DataFrame, paper: pd.DataFrame, params: Params | None = Non
 
     rows = []
     for cell in paper[~paper.literature].itertuples(index=False):
-        names, key = cell.experiment.split(), metric_key(cell.metric, cell.column)
-        summary = summarize(runs, names, key)
-        each = [summarize(runs, [e], key) for e in names]
+        names = cell.experiment.split()
         rows.append({"table": cell.table, "row": cell.row, "column": cell.column, "metric": cell.metric,
-                     "recipe": recipe(names), "paper": cell.paper, **summary,
-                     "status": verdict(cell.paper, summary, each)})
+                     "recipe": recipe(names), **cell_row(runs, names, metric_key(cell.metric, cell.column),
+                                                         cell.paper, cell.paper_mean, cell.paper_std)})
     for name, exp in (params.custom if params else {}).items():
         for metric, column in dataset_metrics(exp.dataset):
-            summary = summarize(runs, [name], metric_key(metric, column))
-            status = "not_run" if not summary["runs"] else "fail" if math.isnan(summary["median"]) else ""
             rows.append({"table": "custom", "row": name, "column": column, "metric": metric, "recipe": exp.recipe,
-                         "paper": "", **summary, "status": status})
+                         **cell_row(runs, [name], metric_key(metric, column), "", custom=True)})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

@@ -68,8 +68,10 @@ def fill_readme(readme: Path, params_path, runs_dir, html):
     verdicts = claims(collect(runs_dir, params), paper_numbers())
     lines = [f"Profile `{params.profile}`" + (" (SMOKE: these verdicts say nothing about the paper)"
                                               if params.profile == "smoke" else "") + f"; details in `{html}`.",
-             "", "| claim | status | evidence |", "|---|---|---|"]
-    lines += [f"| {c.claim} | {c.status} | {c.evidence.replace('|', '/')} |" for c in verdicts.itertuples()]
+             "", "| claim | status | comparisons significant | largest p | evidence |", "|---|---|---|---|---|"]
+    lines += [f"| {c.claim} | {c.status} | {c.significant} of {c.comparisons} | "
+              f"{f'{c.max_p:.3g}' if c.comparisons else ''} | "
+              f"{c.evidence.replace('|', '/')} |" for c in verdicts.itertuples()]
     head, rest = text.split(BEGIN, 1)
     filled = head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + rest.split(END, 1)[1]
     atomic_write(readme, lambda t: Path(t).write_text(filled))

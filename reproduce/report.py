@@ -18,12 +18,13 @@ from IPython.display import HTML, Markdown, display
 
 from .aggregate import FAIL_ERROR_PCT, TOLERANCE_PP, cell_experiments, collect, results
 from .claims import claims
+from .stats import LEVEL, PAPER_N
 from .config import Params, load_params
 from .paper import FAIL, KEYS, metric_key, paper_numbers, paper_value
 
 sns.set_theme(style="whitegrid")  # one look for every notebook
 STATUS_COLOURS = {"reproduced": "#c8e6c9", "not_reproduced": "#ffcdd2", "not reproduced": "#ffcdd2",
-                  "fail": "#ffe0b2", "not_run": "#eeeeee", "not run": "#eeeeee"}
+                  "fail": "#ffe0b2", "inconclusive": "#fff9c4", "not_run": "#eeeeee", "not run": "#eeeeee"}
 
 
 @dataclass
@@ -73,17 +74,27 @@ def show_banner(study: Study):
 
 def show_rule():
     display(Markdown(
-        f"A cell is **reproduced** when our median over seeds is within max({TOLERANCE_PP} points, the "
-        "seeds' standard deviation) of the paper's number. Where the paper says **fail**, it is reproduced "
-        f"when every network of the cell failed to train: at least half its seeds diverged (non-finite loss) "
-        f"or its median error is ≥ {FAIL_ERROR_PCT:g}%. Status **fail** marks a cell whose number the paper "
-        "gives but where at least half our seeds diverged; **not_run**, one with no finished run yet. "
-        "A diverged seed ranks worse than every finished one in the median; mean ± std are over finished seeds."))
+        f"**Claims.** Each claim is a set of comparisons (\"A's error is below B's\"), each a one-sided "
+        f"Mann–Whitney U test over seeds (exact; with 5 against 5 seeds the smallest p is 1/252). A claim is "
+        f"**reproduced** when every comparison is significant at {LEVEL:g} (an intersection–union test, so "
+        f"the claim holds at {LEVEL:g} as a whole), **inconclusive** when every median goes the paper's way "
+        "but some comparison is not significant (ImageNet's single runs can never be), **not reproduced** "
+        "when a median goes the other way.\n\n"
+        f"**Cells.** A cell is **reproduced** when our median over seeds is within max({TOLERANCE_PP} points, "
+        "the seeds' standard deviation) of the paper's number. Beside it: the distribution-free interval for "
+        "the median (order statistics; with 5 seeds [min, max], which covers the median with probability "
+        "94%) and whether the paper's number lies inside it; where the paper prints mean ± std (Table 4), "
+        f"Welch's test of our mean against it, assuming the paper's {PAPER_N} runs. Where the paper says "
+        f"**fail**, a cell is reproduced when every network of it failed to train: at least half its seeds "
+        f"diverged (non-finite loss) or its median error is ≥ {FAIL_ERROR_PCT:g}%. Status **fail** marks a "
+        "cell whose number the paper gives but where at least half our seeds diverged; **not_run**, one with "
+        "no finished run yet; each says why. A diverged seed ranks worse than every finished one in medians, "
+        "intervals and tests; mean ± std are over finished seeds. Each row's command reproduces it alone."))
 
 
 def show_claims(study: Study):
-    table = claims(study.runs, study.paper)
-    display(table.style.hide(axis="index").map(_colour, subset=["status"])
+    table = claims(study.runs, study.paper).rename(columns={"max_p": "largest p"})
+    display(table.style.hide(axis="index").map(_colour, subset=["status"]).format({"largest p": "{:.3g}"})
             .set_properties(subset=["evidence"], **{"font-size": "0.85em"}))
 
 
@@ -98,18 +109,27 @@ def table_view(study: Study, table: str) -> pd.DataFrame:
         "paper mean ± std": [f"{m:.2f} ± {s:.2f}" if m == m else ""
                              for m, s in zip(cells.paper_mean, cells.paper_std)],
         "ours (median)": cells["median"].map(_pct),
+        "interval (coverage)": [f"[{_pct(lo)}, {_pct(hi)}] ({c:.0%})" if c == c and c > 0 else ""
+                                for lo, hi, c in zip(cells.ci_low, cells.ci_high, cells.ci_coverage)],
+        "paper inside": cells.paper_in_ci.map({True: "yes", False: "no"}).fillna(""),
         "mean ± std": [f"{m:.2f} ± {s:.2f}" if s == s else _pct(m) for m, s in zip(cells["mean"], cells["std"])],
+        "p vs paper": cells.p_vs_paper.map(lambda p: "" if p != p else f"{p:.3g}"),
         "seeds": cells.runs.astype("Int64"), "diverged": cells.failed.astype("Int64"),
         "median − paper": [_pct(m - paper_value(p)) if p not in ("", FAIL) else "" for m, p in
                            zip(cells["median"], cells.paper)],
-        "status": cells.status.where(~cells.literature.astype(bool), "literature")})
+        "status": cells.status.where(~cells.literature.astype(bool), "literature"),
+        "reason": cells.reason.fillna(""),
+        "compute": [f"{h:.2g} {_unit(hw)}" if h == h and h > 0 else "" for h, hw in zip(cells.compute_hours, cells.hardware)],
+        "command": cells.command.fillna("")})
     # Columns the same in every row (Table 4's "paper mean ± std" is empty elsewhere) say nothing.
-    return view.drop(columns=[c for c in ("column", "metric", "paper mean ± std") if view[c].nunique() < 2])
+    same = ("column", "metric", "paper mean ± std", "p vs paper", "reason", "compute", "paper inside")
+    return view.drop(columns=[c for c in same if view[c].nunique() < 2])
 
 
 def show_table(study: Study, table: str):
     view = table_view(study, table)
-    display(view.style.hide(axis="index").map(_colour, subset=["status"]).format(na_rep=""))
+    display(view.style.hide(axis="index").map(_colour, subset=["status"]).format(na_rep="")
+            .set_properties(subset=[c for c in ("reason", "command") if c in view], **{"font-size": "0.8em"}))
     if view.status.isin(["not_run", "literature"]).all():
         display(Markdown(f"*{table}: not run yet — no finished or diverged run of its experiments.*"))
     else:
@@ -233,6 +253,12 @@ def show_bench(path):
     ax.axvline(1, color="0.3", ls="--")
     ax.set(xlabel="project img/s ÷ reference img/s\n(ResNet-1001 memory: peak without ÷ with checkpointing)", ylabel="")
     _show(fig)
+
+
+def _unit(hardware) -> str:
+    """CPU-hours or GPU-hours, from the `hardware` a cell's runs used."""
+    kinds = {"CPU" if h.startswith("CPU") else "GPU" for h in str(hardware).split(", ") if h}
+    return "/".join(sorted(kinds)) + "-hours" if kinds else "hours"
 
 
 def _pct(x) -> str:

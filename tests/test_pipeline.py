@@ -142,6 +142,8 @@ def test_the_report_renders_offline_in_a_real_browser(project):
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == [] and failed == []
     assert tables >= 8 and len(images) >= 3 and all(images)
     assert "smoke" in text.lower() and "Table 5" in text
+    assert text.index("Reproducibility summary") < text.index("Table 1")  # the summary opens the report
+    assert all(t in text for t in ("Methodology", "What was easy", "What was hard", "largest p", "interval (coverage)"))
     assert (project / "reports" / "report.png").stat().st_size > 50_000
 
 

@@ -127,20 +127,36 @@ def test_results_one_row_per_cell(study):
     assert (custom.row, custom["median"], custom.status) == (CUSTOM, 7.0, "")
 
 
-def test_paper_numbers_as_runs_reproduce_everything():
-    """Runs that got exactly the paper's numbers reproduce every cell and all four claims."""
+def paper_runs(seeds=range(5)) -> pd.DataFrame:
+    """Runs that got the paper's numbers (plus 0.01 × seed, so seeds differ), `fail` cells diverged."""
     rows = []
     for cell in paper_numbers().query("not literature").itertuples():
-        for experiment in cell.experiment.split():
+        for experiment, seed in ((e, s) for e in cell.experiment.split() for s in seeds):
             failed = cell.paper == FAIL
-            rows.append({"experiment": experiment, "seed": 0, "current": True,
-                         "status": "failed" if failed else "finished",
-                         metric_key(cell.metric, cell.column): None if failed else paper_value(cell.paper)})
+            rows.append({"experiment": experiment, "seed": seed, "current": True, "failed_at": 12 if failed else None,
+                         "status": "failed" if failed else "finished", "wall_s": 3600.0, "processes": 2,
+                         "device": "NVIDIA H100",
+                         metric_key(cell.metric, cell.column): None if failed else paper_value(cell.paper) + 0.01 * seed})
     runs = pd.DataFrame(rows).groupby(["experiment", "seed"], as_index=False).first()
-    runs = runs.reindex(columns=aggregate.RUN_COLUMNS).assign(current=True)
-    assert (results(runs, paper_numbers()).status == "reproduced").all()
+    return runs.reindex(columns=aggregate.RUN_COLUMNS).assign(current=True)
+
+
+def test_paper_numbers_as_runs_reproduce_everything():
+    """Runs that got the paper's numbers reproduce every cell and, with 5 seeds each, all four claims at
+    p = 1/252 per comparison; ImageNet's single runs (the paper's and ours) can only be inconclusive."""
+    runs = paper_runs()
+    table = results(runs, paper_numbers())
+    assert (table.status == "reproduced").all()
+    assert (table.command.str.startswith("dvc repro train@")).all() and (table.hardware == "NVIDIA H100 ×2").all()
+    first = table.iloc[0]
+    assert (first.ci_low, first.ci_high, first.ci_coverage, first.paper_in_ci) == (6.61, 6.65, 0.9375, True)
+    assert first.compute_hours == 5 * 2  # 5 runs of an hour on 2 GPUs
     judged = claims(runs, paper_numbers())
     assert (judged.status == "reproduced").all(), judged.evidence.tolist()
+    assert judged.max_p.tolist() == pytest.approx([1 / 252] * 4)
+    assert judged.comparisons.tolist() == [15, 8, 4, 3] and (judged.significant == judged.comparisons).all()
+    single = runs[~runs.experiment.str.startswith("in_") | (runs.seed == 0)]
+    assert claims(single, paper_numbers()).status.tolist() == ["reproduced"] * 3 + ["inconclusive"]
     worse = runs.assign(test_error=runs.test_error.where(runs.experiment != "r1001_full_preact", 7.0))
     assert claims(worse, paper_numbers()).status.tolist()[2] == "not reproduced"
     nothing = claims(runs.iloc[:0], paper_numbers())
@@ -152,7 +168,11 @@ def test_aggregate_writes_csvs(study, tmp_path):
     aggregate.run(argparse.Namespace(params=tmp / "params.yaml", runs=tmp / "runs", out=tmp_path))
     assert list(pd.read_csv(tmp_path / "results.csv").columns) == RESULT_COLUMNS
     runs = pd.read_csv(tmp_path / "runs.csv")
-    assert {"experiment", "seed", "status", "profile", "current", "wall_s"} <= set(runs.columns)
+    assert {"experiment", "seed", "status", "profile", "current", "wall_s", "command"} <= set(runs.columns)
+    one = runs.set_index(["experiment", "seed"])
+    assert one.loc[("r110_original", 1), "command"] == "python -m reproduce train --experiment r110_original --seed 1"
+    assert one.loc[("t1_dropout", 0), "reason"] == "diverged: non-finite training loss at iteration 12"
+    assert (runs.status.isin(["finished"]) | runs.reason.notna()).all()  # every failed or not_run run says why
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -161,6 +181,7 @@ def test_report_functions_before_any_run(study, tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     from reproduce import report
+    from reproduce.summary import show_summary
 
     tmp, _ = study
     monkeypatch.chdir(ROOT)
@@ -168,6 +189,7 @@ def test_report_functions_before_any_run(study, tmp_path, monkeypatch):
     assert empty.runs.empty and (empty.results.status == "not_run").all()
     assert (claims(empty.runs, empty.paper).status == "not run").all()
     report.show_banner(empty)
+    show_summary(empty)
     report.show_claims(empty)
     for table in empty.paper.table.unique():
         report.show_table(empty, table)
@@ -216,7 +238,9 @@ def test_report_html_is_offline_and_complete(study, tmp_path):
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', page)) >= 3
     assert page.count("<table") >= 8
     for text in ("SMOKE PROFILE", "four claims", "ResNet-1001 gains most", "Table 5", "literature", CUSTOM,
-                 "What was run", "device-hours", "Benchmark", "torch", "5.93", "fb.resnet.torch", "recipe"):
+                 "What was run", "device-hours", "Benchmark", "torch", "5.93", "fb.resnet.torch", "recipe",
+                 "Reproducibility summary", "What was hard", "largest p", "interval (coverage)", "[6.50, 6.70] (50%)",
+                 "dvc repro train@r110_original aggregate", "set data.imagenet.root", "diverged (non-finite"):
         assert text in page, text
     assert "def " not in page and "R.show_table" not in page  # no input cells
 
