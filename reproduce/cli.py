@@ -16,6 +16,8 @@ COMMANDS = {
     "train": ("reproduce.train", "train one run: one experiment, one seed"),
     "aggregate": ("reproduce.aggregate", "collect every run into reports/results.csv beside the paper's numbers"),
     "report": ("reproduce.render", "execute notebooks/report.ipynb and render reports/report.html (offline)"),
+    "evaluate": ("reproduce.evaluate", "a finished run's weights on the test set again, beside its recorded errors"),
+    "artifacts": ("reproduce.artifacts", "write dvc.yaml's `artifacts:` (each experiment's runs) from params.yaml"),
     "describe": ("reproduce.cli", "parameter count and multiply-adds of one network"),
     "plan": ("reproduce.plan", "every run of the current params, its cost and the time it would take"),
     "bench": ("reproduce.bench", "the default training path against common public CIFAR code, side by side"),

@@ -1,4 +1,5 @@
 """Files a later step trusts are written to a temporary name and renamed: a kill leaves old or new, never half."""
+import hashlib
 import json
 import os
 import socket
@@ -43,3 +44,12 @@ def write_json(path, data):
 
 def load_json(path):
     return json.loads(Path(path).read_text())
+
+
+def sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (an ImageNet model.pt is ~250 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

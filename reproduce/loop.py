@@ -20,7 +20,7 @@ from . import checkpoint, speed as knobs
 from .config import RunConfig, Speed
 from .data.sources import make_source
 from .errors import UserError
-from .files import load_json, write_json
+from .files import load_json, sha256, write_json
 from .logs import Curves
 from .models import build_model
 from .models.batchnorm import group_batch_norm
@@ -50,11 +50,16 @@ def make_optimizer(model, p: dict) -> SGD:
 
 
 def network(model_spec: dict, p: dict, precision: str, device, memory_format, rank=0, world=1):
-    """A run's network and optimizer: built and initialised, on the device in the precision's dtype,
-    with BN over the protocol's groups of `bn_batch` images (the paper's per-GPU batch)."""
-    model = build_model(**model_spec).to(device, knobs.PARAMETERS[precision], memory_format=memory_format)
-    group_batch_norm(model, p["batch_size"], p["bn_batch"], rank, world)
+    """A run's network and optimizer: the network of `run_network`, and SGD over it."""
+    model = run_network(model_spec, p, precision, device, memory_format, rank, world)
     return model, make_optimizer(model, p)
+
+
+def run_network(model_spec: dict, p: dict, precision: str, device, memory_format, rank=0, world=1):
+    """A run's network, built and initialised, on the device in the precision's dtype, with BN over the
+    protocol's groups of `bn_batch` images (the paper's per-GPU batch); `evaluate` rebuilds it so."""
+    model = build_model(**model_spec).to(device, knobs.PARAMETERS[precision], memory_format=memory_format)
+    return group_batch_norm(model, p["batch_size"], p["bn_batch"], rank, world)
 
 
 def train_step(net, opt, x, y, images: int, world: int, autocast):
@@ -182,16 +187,24 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
                "profile": cfg.profile, "recipe": cfg.recipe, "digest": digest, "iterations": total,
                "precision": cfg.precision,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "processes": world, "wall_s": time.time() - t0}
+               "processes": world, "wall_s": time.time() - t0,
+               # with the config in model.pt, what `evaluate` needs to redo the final evaluation
+               "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous"}
     metrics["params"] = sum(q.numel() for q in model.parameters())  # (multiply-adds: `describe`)
     if status == "finished":
-        metrics.update({k.replace("/", "_"): v for k, v in last.items()})
+        metrics.update(metric_names(last))
     checkpoint.save(out / "model.pt", {"model": model.state_dict(), "config": cfg.model_dump(),
                                        "seed": seed, "status": status})
+    metrics["weights_sha256"] = sha256(out / "model.pt")  # what a downloaded copy is checked against
     write_json(done, metrics)
     print(f"{out}: {status}" + (f" at iteration {failed_at} (non-finite loss)" if failed_at else
                                f", {', '.join(f'{k} {v:.2f}%' for k, v in last.items() if 'error' in k)}"))
     return metrics
+
+
+def metric_names(values: dict) -> dict:
+    """Curve names ("test/error") as metrics.json keys ("test_error")."""
+    return {k.replace("/", "_"): v for k, v in values.items()}
 
 
 @torch.no_grad()

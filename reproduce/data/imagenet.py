@@ -89,7 +89,8 @@ def _spread(dataset, n):
     return Subset(dataset, torch.linspace(0, len(dataset) - 1, n).round().long().tolist())
 
 
-def loaders(root, augmentation, batch_size, workers, distributed=False, seed=0, size=None, limit=(None, None)):
+def loaders(root, augmentation, batch_size, workers, distributed=False, seed=0, size=None, limit=(None, None),
+            eval_batch_size=None):
     """(train loader, {"center224": loader, "center320": loader}) for this process.
 
     The train order is a function of (seed, epoch) alone: a DistributedSampler (one replica when not
@@ -116,7 +117,9 @@ def loaders(root, augmentation, batch_size, workers, distributed=False, seed=0, 
         view = copy.copy(val)  # the same file list (scanned once), another transform
         view.transform = eval_transform(crop, size)
         view = _spread(view, limit[1])
-        evals[crop] = DataLoader(Subset(view, range(rank, len(view), world)), shuffle=False, **options)
+        # The whole val set, in batches that do not depend on the number of processes: rank 0 alone
+        # evaluates (loop.evaluate), and `reproduce evaluate` in one process gets the same numbers.
+        evals[crop] = DataLoader(view, shuffle=False, **{**options, "batch_size": eval_batch_size or batch_size})
     return train_loader, evals
 
 

@@ -59,7 +59,7 @@ class ImageNetSource:
         self.train, self.evals = imagenet.loaders(
             d["root"], d["augmentation"], batch_size=p["batch_size"] // world, workers=workers(p["workers"]),
             distributed=world > 1, seed=seed, size=d.get("size"),
-            limit=(d.get("train_images"), d.get("test_images")))
+            limit=(d.get("train_images"), d.get("test_images")), eval_batch_size=p["bn_batch"])
         # Per process, DistributedSampler pads the epoch to equal shares: batches per epoch are the same
         # on every process, and each process's last one is as small on all.
         self.per_epoch = len(self.train)
