@@ -28,7 +28,7 @@ METRIC_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "test
                "test_top5_center320"]
 RUN_COLUMNS = ["experiment", "seed", "status", "current", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
                "train_loss", "train_error", *METRIC_KEYS, "wall_s", "processes", "device", "precision",
-               "iterations", "params", "digest", "command"]
+               "iterations", "params", "memory_format", "weights_sha256", "digest", "command"]
 
 
 def collect(runs_dir, params: Params) -> pd.DataFrame:

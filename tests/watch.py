@@ -17,7 +17,7 @@ EXPERIMENTS = committed_params_dict()["experiments"]
 SMOKE = {"profile": "smoke", "seeds": [0], "smoke.data": "cifar", "smoke.seeds": [0], "smoke.iterations": 40,
          "smoke.evaluations": 4,
          "smoke.train_images": 128, "smoke.test_images": 64, "smoke.batch_size": 16}
-TIME_DEPENDENT = ["wall_s"]  # what a run records of the clock: a column of runs.csv, a key of metrics files
+TIME_DEPENDENT = ["compute_hours", "wall_s"]  # what a run records of the clock: a column of runs.csv, a key of metrics files
 DEADLINE_S = 240
 
 
