@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import COMMITTED_PARAMS, REPO, committed_params_dict, edit_params, make_archive, make_imagenet
+from reproduce.aggregate import RESULT_COLUMNS
 
 # One experiment or more per table, a custom one, ImageNet: the smoke DAG in miniature.
 KEEP = ["r110_original", "t1_scale_0_1", "r164_full_preact", "r110_1layer_full_preact", "c100_r164_full_preact",
@@ -79,8 +80,8 @@ def test_smoke_study_runs_end_to_end_and_reruns_only_what_changed(project):
     first = dvc("repro", cwd=project)
     assert {"train@in_r152_full_preact", "train_custom@my_r20"} <= set(ran(first.stdout))
     results = pd.read_csv(project / "reports" / "results.csv")
-    assert list(results.columns) == ["table", "row", "column", "metric", "recipe", "paper", "median", "mean", "std",
-                                     "runs", "failed", "status"]
+    assert list(results.columns) == RESULT_COLUMNS
+    assert (results.command.str.startswith("dvc repro train")).all() and results.reason[results.status == "not_run"].notna().all()
     assert set(results.recipe.dropna()) == {"paper", "fb.resnet.torch"}
     assert {"1", "2", "3", "4", "5", "custom"} <= set(results.table.astype(str).str.replace("Table ", ""))
     assert set(results.status.dropna()) <= {"reproduced", "not_reproduced", "fail", "not_run"}
