@@ -43,3 +43,13 @@ def test_plan_lists_every_experiment_with_totals():
         assert any(line.startswith(f"{table} ") and line.split()[-1] in ("h", "min", "s") for line in lines), table
     total = next(line for line in lines if line.startswith("all "))
     assert int(total.split()[1]) == sum(len(params.seeds_of(name)) for name in params.all_experiments())  # runs
+
+
+def test_bench_takes_random_images_over_the_smoke_stand_in(tmp_path):
+    """After the smoke study data/cifar10.pt holds 8x8 digits: bench must not time CIFAR code on them."""
+    from reproduce.bench import images
+    from reproduce.data import digits
+
+    digits.write("cifar10", tmp_path / "cifar10.pt")
+    x, y, data = images(tmp_path / "cifar10.pt")
+    assert data == "random" and tuple(x.shape) == (50000, 3, 32, 32) and len(y) == 50000
