@@ -5,8 +5,9 @@
 
 - channels_last: yes on a GPU (NHWC is what cuDNN's tensor-core kernels take) and on a CPU with
   AVX-512; no on an AVX2-only CPU. bench's `train_resnet110_layout` case, fp32 ResNet-110 at batch 128
-  on a 2-core Xeon with AMX: channels_last 1.25x NCHW; the same Xeon held to AVX2 code
-  (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): NCHW 1.15x channels_last (README, Performance).
+  on a 2-core Xeon with AMX: channels_last 1.07-1.25x NCHW (2026-12-01, -02); the same Xeon held to
+  AVX2 code (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): NCHW 1.13x channels_last on 12-01,
+  channels_last 1.10x on 12-02, i.e. within noise until measured on a real AVX2-only CPU (README).
 - compile: off. On a CPU it gained 1–7% after ~100 s of compiling (bench); on a GPU `gpu-check`
   measures its modes, to be set by hand once measured.
 - threads: torch's own choice (every core) for one process; the cores shared out when several
