@@ -31,14 +31,14 @@ def artifacts(params) -> dict:
     """One `type: model` artifact per experiment (the study's, then `custom:`): its runs' folder, with
     the recipe and network spec the paper profile trains in `meta` (smoke runs shrink the depth)."""
     paper = params.model_copy(update={"profile": "paper"})
-    found = {}
-    for experiment in params.all_experiments():
+    found, experiments = {}, params.all_experiments()
+    for experiment, exp in experiments.items():
         name = artifact_name(experiment)
         if not NAME.fullmatch(name) or name in found:
             clash = f"also {found[name]['meta']['experiment']}'s" if name in found else "not a valid DVC name"
             raise UserError(f"experiment '{experiment}': its artifact name '{name}' is {clash}; rename the "
                             "experiment (letters and digits, with '_' between words)")
-        cfg, exp = run_config(paper, experiment), params.all_experiments()[experiment]
+        cfg = run_config(paper, experiment)
         m = cfg.model
         found[name] = {
             "path": f"runs/{experiment}",

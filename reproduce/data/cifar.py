@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..errors import UserError, did_you_mean
 from ..checkpoint import save
+from ..files import file_hash
 
 NAMES = ("cifar10", "cifar100")
 LABEL_KEYS = {"cifar10": "labels", "cifar100": "fine_labels"}  # CIFAR-100: the 100 fine classes
@@ -41,11 +42,7 @@ def source(name):
 
 
 def md5sum(path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hash(path, "md5")  # the official archives' checksums are md5s
 
 
 def fetch_archive(name, raw_dir, md5=None, url=None) -> Path:
