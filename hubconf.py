@@ -23,7 +23,7 @@ def preact_resnet(depth, dataset, unit="full_preact", block=None, weights=None, 
     """ResNet-`depth` for `dataset` (cifar10, cifar100, imagenet) with `unit` (Fig. 4; default the full
     pre-activation unit), in eval mode. `weights`: a path or URL of a model.pt a run of this study wrote;
     its network must be the one asked for, else UserError names the keys that differ."""
-    from reproduce.checkpoint import load_weights
+    from reproduce.weights.load import load_weights
     from reproduce.errors import UserError
     from reproduce.models import build_model, parse_spec
 

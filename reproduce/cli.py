@@ -11,17 +11,17 @@ from .models import ModelSpec
 # name: (module with add_arguments(parser) and run(args), one-line help). Modules are imported only
 # for the command that runs, so quick stages don't pay for torch.
 COMMANDS = {
-    "validate": ("reproduce.config", "check params.yaml and write each experiment's resolved config"),
-    "download": ("reproduce.download", "download, verify and convert CIFAR-10/100 (smoke: a stand-in)"),
-    "train": ("reproduce.train", "train one run: one experiment, one seed"),
-    "aggregate": ("reproduce.aggregate", "collect every run into reports/results.csv beside the paper's numbers"),
-    "report": ("reproduce.render", "execute notebooks/report.ipynb and render reports/report.html (offline)"),
-    "evaluate": ("reproduce.evaluate", "a finished run's weights on the test set again, beside its recorded errors"),
-    "artifacts": ("reproduce.artifacts", "write dvc.yaml's `artifacts:` (each experiment's runs) from params.yaml"),
+    "validate": ("reproduce.config.validate", "check params.yaml and write each experiment's resolved config"),
+    "download": ("reproduce.data.download", "download, verify and convert CIFAR-10/100 (smoke: a stand-in)"),
+    "train": ("reproduce.training.train", "train one run: one experiment, one seed"),
+    "aggregate": ("reproduce.results.aggregate", "collect every run into reports/results.csv beside the paper's numbers"),
+    "report": ("reproduce.report.render", "execute notebooks/report.ipynb and render reports/report.html (offline)"),
+    "evaluate": ("reproduce.weights.evaluate", "a finished run's weights on the test set again, beside its recorded errors"),
+    "artifacts": ("reproduce.weights.artifacts", "write dvc.yaml's `artifacts:` (each experiment's runs) from params.yaml"),
     "describe": ("reproduce.cli", "parameter count and multiply-adds of one network"),
-    "plan": ("reproduce.plan", "every run of the current params, its cost and the time it would take"),
-    "bench": ("reproduce.bench", "the default training path against common public CIFAR code, side by side"),
-    "gpu-check": ("reproduce.gpucheck", "on a CUDA machine: GPU-only tests, GPU speed, two GPUs against one"),
+    "plan": ("reproduce.cost.plan", "every run of the current params, its cost and the time it would take"),
+    "bench": ("reproduce.cost.bench", "the default training path against common public CIFAR code, side by side"),
+    "gpu-check": ("reproduce.cost.gpucheck", "on a CUDA machine: GPU-only tests, GPU speed, two GPUs against one"),
 }
 
 
@@ -57,15 +57,16 @@ def run(args):
 
 def experiment_info(params_path, experiment, spec) -> dict:
     """What `describe --experiment` shows: the network as its run builds it, with its recipe and protocol."""
-    from .config import load_params, run_config, schedule
+    from .config import load_params, run_config
     from .models import describe
+    from .training.schedule import epoch_batches, schedule
 
     if spec:
         raise UserError(f"--experiment takes its network from params.yaml; drop --{', --'.join(spec)}")
     cfg = run_config(load_params(params_path), experiment)
     p = cfg.protocol
-    iterations = schedule(p, 1_281_167 if cfg.model["dataset"] == "imagenet" else 50_000)[0] \
-        if cfg.profile == "paper" else None
+    images = 1_281_167 if cfg.model["dataset"] == "imagenet" else 50_000
+    iterations = schedule(p, epoch_batches(images, p["batch_size"]))[0] if cfg.profile == "paper" else None
     return {"experiment": experiment, "recipe": cfg.recipe, **describe(**cfg.model),
             **{k: p[k] for k in ("batch_size", "bn_batch", "sgd", "batches") if k in p},
             **({"iterations": iterations} if iterations else {}), "precision": cfg.precision}

@@ -46,6 +46,17 @@ def load_json(path):
     return json.loads(Path(path).read_text())
 
 
+def save_torch(path, obj):
+    """torch.save, atomically, through a file object: the bytes don't depend on the temporary file's
+    name (a path would name the zip's records after it), so DVC sees the same hash for the same content."""
+    import torch  # here: the modules that only read params and CSVs don't need it
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    atomic_write(path, write)
+
+
 def file_hash(path, algorithm="sha256") -> str:
     """Hex digest of a file's bytes, read in 1 MiB blocks (an ImageNet model.pt is ~250 MB)."""
     digest = hashlib.new(algorithm)

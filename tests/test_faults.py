@@ -14,11 +14,11 @@ import torch
 import yaml
 
 import conftest
-from reproduce import checkpoint
-from reproduce.aggregate import RESULT_COLUMNS, RUN_COLUMNS
+from reproduce.training import checkpoint
+from reproduce.results.aggregate import RESULT_COLUMNS, RUN_COLUMNS
 from reproduce.data import cifar
 from reproduce.files import write_json
-from reproduce.paper import paper_numbers
+from reproduce.results.paper import paper_numbers
 from test_pipeline import DVC, ENV, dvc, make_project
 from watch import (DEADLINE_S, EXPERIMENTS, SMOKE, TIME_DEPENDENT, cmdline, files_under, finish, inside, role,
                    run_dvc, run_outputs, running, start, under)

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from reproduce.optim import SGD
+from reproduce.training.optim import SGD
 
 LRS = [0.01] * 3 + [0.1] * 4 + [0.01] * 3  # a warm-up's end and a ÷10 step
 DECAY = 1e-2

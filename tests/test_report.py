@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from conftest import committed_params, committed_params_dict
-from reproduce import aggregate, render
-from reproduce.aggregate import RESULT_COLUMNS, collect, results
-from reproduce.claims import claims
+from reproduce.results import aggregate
+from reproduce.report import render
+from reproduce.results.aggregate import RESULT_COLUMNS, collect, results
+from reproduce.results.claims import claims
 from reproduce.config import load_params, run_config
 from reproduce.errors import UserError
-from reproduce.paper import FAIL, metric_key, paper_numbers, paper_value
+from reproduce.results.paper import FAIL, metric_key, paper_numbers, paper_value
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -181,7 +182,7 @@ def test_report_functions_before_any_run(study, tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     from reproduce import report
-    from reproduce.summary import show_summary
+    from reproduce.report import show_summary
 
     tmp, _ = study
     monkeypatch.chdir(ROOT)
@@ -246,7 +247,7 @@ def test_report_html_is_offline_and_complete(study, tmp_path):
 
 
 def test_the_readme_results_section_is_filled_from_the_runs(study, tmp_path):
-    from reproduce.render import BEGIN, END, fill_readme
+    from reproduce.report.render import BEGIN, END, fill_readme
 
     tmp, _ = study
     readme = tmp_path / "README.md"

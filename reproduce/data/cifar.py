@@ -19,8 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError, did_you_mean
-from ..checkpoint import save
-from ..files import file_hash
+from ..files import file_hash, save_torch
 
 NAMES = ("cifar10", "cifar100")
 LABEL_KEYS = {"cifar10": "labels", "cifar100": "fine_labels"}  # CIFAR-100: the 100 fine classes
@@ -108,7 +107,7 @@ def convert(name, archive, out_path) -> Path:
                         f"`python -m reproduce download --dataset {name}` again") from None
     data = dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes, name=name,
                 source_md5=md5sum(archive))
-    save(out_path, data)
+    save_torch(out_path, data)
     return out_path
 
 

@@ -8,7 +8,7 @@ let a smoke run learn in seconds on a CPU.
 import torch
 from sklearn.datasets import load_digits
 
-from ..checkpoint import save
+from ..files import save_torch
 
 TEST_IMAGES = 500
 
@@ -27,5 +27,5 @@ def digits_as_cifar(stand_in_for: str) -> dict:
 
 def write(stand_in_for: str, out_path):
     data = digits_as_cifar(stand_in_for)
-    save(out_path, data)
+    save_torch(out_path, data)
     return data

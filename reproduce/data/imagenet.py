@@ -18,7 +18,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from ..errors import UserError, did_you_mean
-from .layout import check_imagenet_root as check_root, layout_error
+from ..config.layout import check_imagenet_root as check_root, layout_error
 
 # fb.resnet.torch datasets/imagenet.lua ("computed from random subset of ImageNet training images").
 MEAN = (0.485, 0.456, 0.406)

@@ -1,23 +1,24 @@
-"""What the training loop sees of a data set: batches by iteration, the schedule's length, evaluation.
+"""What the training loop sees of a data set: batches by iteration, how many make an epoch, evaluation.
 
 A batch comes as (images, labels, global batch size): this process's share and the number of images
 all processes train on together (smaller for an epoch's last batch), so the loss is the mean over the
 whole batch whatever the layout. CIFAR lives on the training device and is augmented there a whole
 batch at a time; batch `it` is a pure function of (seed, it), so resuming needs only the iteration
 number. ImageNet is read from disk by DataLoader workers; the order within an epoch is a function of
-(seed, epoch).
+(seed, epoch). The loop derives the run's length from the batches per epoch (training/schedule.py)
+and gives the images' dtype and the DataLoader's workers from the speed knobs.
 """
+import itertools
+
 import torch
 
 from . import cifar
 from .augment import CifarStream, eval_batches
-from ..config import schedule
 from ..errors import UserError
-from ..speed import images_dtype
 
 
 class CifarSource:
-    def __init__(self, cfg, seed, device, rank, world, memory_format):
+    def __init__(self, cfg, seed, device, rank, world, memory_format, dtype, workers=0):
         p, d = cfg.protocol, cfg.data
         if p["batch_size"] % world:
             raise UserError(f"batch_size {p['batch_size']} does not split over {world} processes")
@@ -25,16 +26,16 @@ class CifarSource:
         n_train, n_test = d.get("train_images"), d.get("test_images")
         self.name = cfg.model["dataset"]
         self.test_x, self.test_y = data["test_x"][:n_test], data["test_y"][:n_test]
-        self.dtype = images_dtype(cfg.precision)
+        self.dtype = dtype
         self.stream = CifarStream(data["train_x"][:n_train], data["train_y"][:n_train], self.name,
                                   batch_size=p["batch_size"], seed=seed, device=device, dtype=self.dtype,
                                   memory_format=memory_format, batches=p["batches"])
         self.device, self.memory_format, self.eval_batch = device, memory_format, p["eval_batch_size"]
-        self.iterations, self.milestones, _ = schedule(p, self.stream.n)
+        self.per_epoch = -(-self.stream.n // p["batch_size"])
         self.rank, self.world = rank, world
 
     def batches(self, start: int):
-        for it in range(start, self.iterations):
+        for it in itertools.count(start):
             x, y = self.stream.batch(it, self.rank, self.world)  # this process's part of the global batch
             yield x, y, self.stream.size(it)
 
@@ -47,26 +48,22 @@ class CifarSource:
 
 
 class ImageNetSource:
-    def __init__(self, cfg, seed, device, rank, world, memory_format):
+    def __init__(self, cfg, seed, device, rank, world, memory_format, dtype, workers=0):
         p, d = cfg.protocol, cfg.data
         if not d.get("root"):
             raise UserError("data.imagenet.root is not set in params.yaml: ImageNet runs need ILSVRC2012 "
                             "in ImageFolder layout (it cannot be downloaded automatically)")
         from . import imagenet  # torchvision: imported only for ImageNet runs
-        from ..speed import workers
 
         self.top_k_errors = imagenet.top_k_errors
         self.train, self.evals = imagenet.loaders(
-            d["root"], d["augmentation"], batch_size=p["batch_size"] // world, workers=workers(p["workers"]),
+            d["root"], d["augmentation"], batch_size=p["batch_size"] // world, workers=workers,
             distributed=world > 1, seed=seed, size=d.get("size"),
             limit=(d.get("train_images"), d.get("test_images")), eval_batch_size=p["bn_batch"])
         # Per process, DistributedSampler pads the epoch to equal shares: batches per epoch are the same
         # on every process, and each process's last one is as small on all.
         self.per_epoch = len(self.train)
-        self.iterations, self.milestones, _ = schedule({**p, "batch_size": p["batch_size"] // world},
-                                                       len(self.train.sampler))
-        self.device, self.memory_format, self.world = device, memory_format, world
-        self.dtype = images_dtype(cfg.precision)
+        self.device, self.memory_format, self.world, self.dtype = device, memory_format, world, dtype
 
     def _to_device(self, x, y):
         return (x.to(self.device, self.dtype, non_blocking=True, memory_format=self.memory_format),
@@ -93,6 +90,7 @@ class ImageNetSource:
         return result
 
 
-def make_source(cfg, seed, device, rank, world, memory_format):
+def make_source(cfg, seed, device, rank, world, memory_format, dtype, workers=0):
+    """The run's data, this process's part of it, its images in `dtype`; ImageNet read by `workers` processes."""
     cls = ImageNetSource if cfg.model["dataset"] == "imagenet" else CifarSource
-    return cls(cfg, seed, device, rank, world, memory_format)
+    return cls(cfg, seed, device, rank, world, memory_format, dtype, workers)

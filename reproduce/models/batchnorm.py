@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..speed import at_least_fp32
 
 
 class GroupBatchNorm2d(nn.BatchNorm2d):
@@ -46,7 +45,7 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce
 
         dtype = x.dtype
-        x = at_least_fp32(x)
+        x = x.to(torch.promote_types(dtype, torch.float32))  # statistics in fp32 at least (bf16 autocast)
         count = torch.tensor(float(x.numel() // x.size(1)), device=x.device)
         total = all_reduce(torch.cat([x.sum((0, 2, 3)), count[None]]), group=self.process_group)
         n = total[-1]

@@ -6,8 +6,8 @@ from pathlib import Path
 import papermill
 from nbconvert import HTMLExporter
 
-from .files import atomic_write
-from .errors import UserError
+from ..errors import UserError
+from ..files import atomic_write
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -56,10 +56,10 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def fill_readme(readme: Path, params_path, runs_dir, html):
     """Replace the text between the README's results markers with the claims' verdicts and evidence."""
-    from .aggregate import collect
-    from .claims import claims
-    from .config import load_params
-    from .paper import paper_numbers
+    from ..config import load_params
+    from ..results.aggregate import collect
+    from ..results.claims import claims
+    from ..results.paper import paper_numbers
 
     text = readme.read_text()
     if BEGIN not in text or END not in text:

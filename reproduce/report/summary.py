@@ -4,9 +4,9 @@ short fixed text about this paper."""
 import pandas as pd
 from IPython.display import HTML, display
 
-from .claims import claims
-from .report import Study, compute_used
-from .stats import LEVEL
+from ..results.claims import claims
+from ..results.stats import LEVEL
+from .study import Study, compute_used
 
 # What is true of this reproduction whatever the runs say (the README's Faithfulness section has the details).
 EASY = ("The architectures: every network's parameter count equals the authors' code "

@@ -1,7 +1,4 @@
-"""params.yaml: its schema (checked before anything trains) and the resolution of one run's config."""
-import hashlib
-import json
-import math
+"""params.yaml's schema: every key, its type and what is allowed, checked before anything trains."""
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
@@ -10,8 +7,9 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError,
                       field_validator, model_validator)
 
-from .errors import UserError, did_you_mean, explain
-from .models.spec import ModelSpec
+from ..errors import UserError, did_you_mean, explain
+from ..models.spec import ModelSpec
+from .layout import check_imagenet_root
 
 
 class Strict(BaseModel):
@@ -69,7 +67,7 @@ class ImageNetProtocol(Optim):
 class Recipe(Strict):
     """What the two implementations behind the paper's numbers do differently (params.yaml `recipes:`)."""
 
-    sgd: Literal["caffe", "torch", "nesterov"]  # the momentum update's form (reproduce/optim.py)
+    sgd: Literal["caffe", "torch", "nesterov"]  # the momentum update's form (training/optim.py)
     batches: Literal["continuous", "per_epoch"]  # CIFAR: across epoch ends (Caffe) or one epoch at a time
     imagenet_stride: Literal["1x1", "3x3"]  # stride_on of ImageNet bottlenecks
 
@@ -120,8 +118,6 @@ class ImageNetData(Strict):
     @classmethod
     def _exists(cls, root):
         if root is not None:
-            from .data.layout import check_imagenet_root
-
             check_imagenet_root(root)  # the ImageNet stage's own error, before anything trains
         return root
 
@@ -226,110 +222,3 @@ def load_params(path="params.yaml") -> Params:
         return Params(**raw)
     except ValidationError as e:
         raise explain(e, Params, str(path)) from None
-
-
-class RunConfig(Strict):
-    """Everything that determines a run's result but its seed; its hash guards checkpoints against reuse."""
-
-    experiment: str
-    profile: str
-    recipe: str
-    model: dict
-    protocol: dict
-    data: dict
-    precision: str  # the one speed knob that changes the arithmetic
-
-    def digest(self, seed: int) -> str:
-        text = json.dumps({**self.model_dump(), "seed": seed}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def run_config(params: Params, experiment: str) -> RunConfig:
-    experiments = params.all_experiments()
-    if experiment not in experiments:
-        raise UserError(f"unknown experiment '{experiment}'{did_you_mean(experiment, experiments)}; "
-                        f"defined: {', '.join(experiments)}")
-    exp = experiments[experiment]
-    imagenet = exp.dataset == "imagenet"
-    model = exp.model_dump(include=set(ModelSpec.model_fields), exclude_none=True)
-    model.pop("activation_checkpointing", None)  # a memory knob, not part of what the network computes
-    if exp.activation_checkpointing:
-        model["activation_checkpointing"] = True
-    if exp.block == "bottleneck" and not exp.stride_on:  # CIFAR: resnet-pre-act.lua's 1x1 in both recipes
-        model["stride_on"] = params.recipes[exp.recipe].imagenet_stride if imagenet else "1x1"
-    protocol = params.protocol(exp)
-    data = {"augmentation": exp.augmentation, "root": params.data.imagenet.root} if imagenet \
-        else {"path": f"data/{exp.dataset}.pt"}
-    if params.profile == "smoke":
-        smoke(params.smoke, model, protocol, data, imagenet, exp.block)
-    return RunConfig(experiment=experiment, profile=params.profile, recipe=exp.recipe, model=model,
-                     protocol=protocol, data=data, precision=params.speed.precision)
-
-
-def smoke(s: Smoke, model: dict, protocol: dict, data: dict, imagenet: bool, block: str):
-    """Shrink a run to the smoke profile: depth, length, batch and data; the BN groups per batch stay."""
-    groups = protocol["batch_size"] // protocol["bn_batch"]
-    batch = min(protocol["batch_size"], s.batch_size)
-    model["depth"] = s.imagenet_depth if imagenet else s.depth[block]
-    protocol.update(batch_size=batch, bn_batch=max(1, batch // groups), eval_batch_size=s.test_images)
-    if imagenet:
-        protocol.update(epochs=2, milestones=[1], workers=0, log_every=1, eval_every=1, checkpoint_every=1)
-        data.update(size=s.imagenet_size)
-    else:
-        log = max(1, s.iterations // 30)
-        every = max(log, round(s.iterations / s.evaluations / log) * log)
-        protocol.pop("epochs", None)
-        protocol.update(iterations=s.iterations, milestones=[s.iterations // 2, s.iterations * 3 // 4],
-                        warmup_iterations=min(protocol["warmup_iterations"], s.iterations // 30),
-                        log_every=log, eval_every=every, checkpoint_every=every)
-    data.update(train_images=s.train_images, test_images=s.test_images)
-
-
-def schedule(protocol: dict, train_images: int) -> tuple[int, list[int], int]:
-    """(iterations, lr milestones in iterations, batches per epoch) of a run. An epoch is ceil(images /
-    batch) batches, the last one smaller (fb.resnet.torch dataloader.lua `DataLoader:size()`); a schedule
-    in epochs steps the lr once that many epochs are done (train.lua: `epoch >= 81`, epochs from 1)."""
-    per_epoch = math.ceil(train_images / protocol["batch_size"])
-    if protocol.get("epochs"):
-        return protocol["epochs"] * per_epoch, [m * per_epoch for m in protocol["milestones"]], per_epoch
-    return protocol["iterations"], list(protocol["milestones"]), per_epoch
-
-
-def not_run_reason(params: Params, cfg: RunConfig, seed: int) -> Optional[str]:
-    """Why a run of the pipeline's matrix is recorded without training, if it is."""
-    if params.profile == "smoke" and seed not in params.smoke.seeds:
-        return f"the smoke profile trains seeds {params.smoke.seeds} only"
-    if cfg.model["dataset"] == "imagenet" and not params.data.imagenet.root:
-        return "not run: set data.imagenet.root"
-    return None
-
-
-def write_configs(params: Params, folder: Path):
-    """One resolved config per experiment, with the seeds its stage records and those it trains: a
-    training stage depends on its own file only, so editing one experiment reruns its runs and nothing
-    else."""
-    from .files import write_json
-
-    folder = Path(folder)
-    names = params.all_experiments()
-    for name in names:
-        cfg, seeds = run_config(params, name), params.seeds_of(name)
-        trained = [seed for seed in seeds if not not_run_reason(params, cfg, seed)]
-        write_json(folder / f"{name}.json", {**cfg.model_dump(), "seeds": seeds, "trained_seeds": trained})
-    for stale in folder.glob("*.json"):
-        if stale.stem not in names:
-            stale.unlink()
-
-
-def add_arguments(parser):
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--out", default="runs/_configs", help="where the resolved configs go")
-
-
-def run(args):
-    """Stage `validate`: check every key of params.yaml, then write each experiment's resolved config."""
-    params = load_params(args.params)
-    write_configs(params, args.out)
-    runs = sum(len(params.seeds_of(name)) for name in params.all_experiments())
-    print(f"{args.params}: valid; profile {params.profile}, {len(params.all_experiments())} experiments, "
-          f"{runs} runs" + (" (SMOKE: tiny networks on a stand-in dataset)" if params.profile == "smoke" else ""))

@@ -8,8 +8,9 @@ import argparse
 import statistics
 import time
 
-from .config import load_params, not_run_reason, run_config, schedule
-from .errors import UserError, did_you_mean
+from ..config import load_params, not_run_reason, run_config
+from ..errors import UserError, did_you_mean
+from ..training.schedule import epoch_batches, schedule
 
 IMAGENET_TRAIN, CIFAR_TRAIN = 1_281_167, 50_000
 # Dense peaks in TFLOPS by precision (NVIDIA datasheets; 2 FLOPs per multiply-add): fp32 on the CUDA
@@ -56,7 +57,7 @@ def measure_rate(speed, steps=3) -> float:
     import torch
     import torch.nn.functional as F
 
-    from .models import build_model, describe
+    from ..models import build_model, describe
 
     if speed.device == "cuda" and not torch.cuda.is_available():
         raise UserError("speed.device is 'cuda' but no CUDA device is visible; use --no-measure or another device")
@@ -85,7 +86,7 @@ def runs(params):
     """One row per experiment: its table, iterations, batch, training multiply-adds and why it would not run."""
     from tqdm import tqdm
 
-    from .models import describe
+    from ..models import describe
 
     rows, counts = [], {}
     for name, exp in tqdm(params.all_experiments().items(), desc="counting multiply-adds", leave=False,
@@ -100,7 +101,8 @@ def runs(params):
         imagenet = model["dataset"] == "imagenet"
         if imagenet:
             per_image *= (cfg.data.get("size", 224) / 224) ** 2  # smoke crops: convolutions scale with the pixels
-        iterations = schedule(p, cfg.data.get("train_images") or (IMAGENET_TRAIN if imagenet else CIFAR_TRAIN))[0]
+        images = cfg.data.get("train_images") or (IMAGENET_TRAIN if imagenet else CIFAR_TRAIN)
+        iterations = schedule(p, epoch_batches(images, p["batch_size"]))[0]
         rows.append(dict(name=name, table=table_of(name, model["dataset"], name in params.custom),
                          network=f"{model['dataset']} {model['depth']} {model['block']} {model['unit']}",
                          iterations=iterations, batch=p["batch_size"],

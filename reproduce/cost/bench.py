@@ -2,7 +2,7 @@
 
 Reference: torchvision's CIFAR10 with per-image RandomCrop(32, 4), RandomHorizontalFlip, ToTensor,
 Normalize through a DataLoader (2 workers, shuffle, batch 128), an eager fp32 NCHW network and
-torch.optim.SGD. Project: what a run of the paper profile does (reproduce/loop.py): CifarStream batches
+torch.optim.SGD. Project: what a run of the paper profile does (training/loop.py): CifarStream batches
 on the device, the default precision (fp32), the memory format `speed.channels_last: auto` picks for
 this device, BN over groups of 64, the recipe's SGD. Also measured: the other memory format (does auto
 pick the faster?), bf16 autocast where the device has native bf16 (never on an AVX2-only CPU, where
@@ -11,34 +11,24 @@ checkpointing. Sides are timed in alternation (A, B, A, B, ...) so that machine 
 numbers are medians.
 """
 import itertools
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import speed as knobs
-from .config import Speed
-from .data import cifar
-from .data.augment import CifarStream
-from .errors import UserError
-from .files import write_json
-from .loop import compiled, network, train_step
-from .models import describe
+from ..data import cifar
+from ..data.augment import CifarStream
+from ..errors import UserError
+from ..files import write_json
+from ..models import describe
+from ..training import speed as knobs
+from ..training.loop import compiled, network, train_step
+from .memory import deep_steps, memory_case, peak_bytes, start_memory_probe
 from .plan import peak_tflops
+from .timing import BATCH, DEFAULT, PROTOCOL, R110, alternate, machine, timed
 
-BATCH = 128
-R110 = dict(dataset="cifar10", depth=110, block="basic", unit="original")
-R1001 = dict(dataset="cifar10", depth=1001, block="bottleneck", unit="full_preact", stride_on="1x1")
-# The paper recipe's CIFAR protocol, as far as a training step sees it.
-PROTOCOL = dict(batch_size=BATCH, bn_batch=64, lr=0.1, momentum=0.9, sgd="caffe", weight_decay=1e-4,
-                weight_decay_bn=True, weight_decay_gate_bias=False)
-DEFAULT = Speed()  # the knobs a run uses unless params.yaml says otherwise
 # (field, sense, bound): targets for this project's default path on a 2-core CPU, checked on CPU only.
 TARGETS = {"cifar_data_pipeline": [("ratio", ">=", 20)], "train_resnet110": [("ratio", ">=", 1.0)],
            "train_resnet110_layout": [("ratio", ">=", 1.0)],
@@ -86,35 +76,6 @@ def reference_loader(x, y, device):
             for xb, yb in loader:
                 yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
     return forever()
-
-
-def timed(device, fn):
-    """Seconds fn takes, its queued device work included."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    sync()
-    t = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t
-
-
-def alternate(device, sides: dict, rounds: int, warmup: int = 1, settle: float = 0.0) -> dict:
-    """Seconds per call of each side, medians over `rounds` interleaved calls after `warmup` of each.
-    `settle`: seconds of pause after each call, so that what a side leaves running in the background
-    (the reference DataLoader's workers refilling their queue) is not timed in the next side's call."""
-    def call(fn):
-        t = timed(device, fn)
-        time.sleep(settle)
-        return t
-
-    for _ in range(warmup):
-        for fn in sides.values():
-            call(fn)
-    times, order = {name: [] for name in sides}, list(sides)
-    for r in range(rounds):  # each round starts one side later: no side is always the one after another
-        for name in order[r % len(order):] + order[:r % len(order)]:
-            times[name].append(call(sides[name]))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def data_case(stream, loader, device, size):
@@ -169,7 +130,7 @@ def reference_side(loader, device):
 
 
 def build_reference(device):
-    from .models import build_model
+    from ..models import build_model
 
     return build_model(**R110).to(device).train()  # eager fp32 NCHW, nn.BatchNorm2d over the whole batch
 
@@ -231,81 +192,6 @@ def gpu_utilisation(img_s, device, precision) -> dict:
             "peak_fraction": rate / (peak * 1e12 / 2) if peak else None}  # 2 FLOPs per multiply-add
 
 
-def status_bytes(key) -> int:
-    """A size from /proc/self/status (Linux), in bytes."""
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key + ":"))
-    return int(line.split()[1]) * 1024
-
-
-def step_peak(device, step) -> int:
-    """Bytes one training step adds, at its peak, to what was held before it: on CUDA the caching
-    allocator's peak; on CPU the peak resident size (Linux), reset just before the step."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from the current size
-    before = status_bytes("VmRSS")
-    step()
-    return status_bytes("VmHWM") - before
-
-
-def deep_steps(batch, device) -> dict:
-    """A ResNet-1001 training step on a fixed batch in the default precision and this device's default
-    memory format, with (True) and without (False) activation checkpointing."""
-    fmt = knobs.memory_format(DEFAULT.channels_last, device)
-    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (batch,), device=device)
-    autocast, protocol = knobs.autocast(DEFAULT.precision, device), {**PROTOCOL, "batch_size": batch, "bn_batch": batch}
-    steps = {}
-    for ckpt in (True, False):
-        model, opt = network({**R1001, "activation_checkpointing": ckpt}, protocol, DEFAULT.precision, device, fmt)
-        steps[ckpt] = lambda m=model.train(), o=opt: train_step(m, o, x, y, batch, 1, autocast)
-    return steps
-
-
-def memory_probe(batch, device):
-    """Run in a fresh process: each side's first step, checkpointed first (one-off costs of a first
-    step, such as oneDNN's primitive caches, then count against it: the ratio is not flattered)."""
-    device = torch.device(device)
-    steps = deep_steps(batch, device)
-    print(json.dumps({str(ckpt): step_peak(device, steps[ckpt]) for ckpt in (True, False)}))
-
-
-def start_memory_probe(batch, device) -> subprocess.Popen:
-    """Start measuring {checkpointing: peak bytes of one step} in a fresh process, so that no allocator
-    history counts; it runs while the images and networks are prepared (nothing is timed then). On
-    CPU glibc maps every allocation of 128 KiB or more on its own and unmaps it when freed, so the
-    resident size follows the live tensors rather than memory the allocator keeps for later."""
-    code = f"from reproduce.bench import memory_probe; memory_probe({batch}, {str(device)!r})"
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-
-
-def peak_bytes(probe: subprocess.Popen, batch) -> dict:
-    out, err = probe.communicate()
-    if probe.returncode:
-        raise UserError(f"the ResNet-1001 memory probe (batch {batch}) failed with exit {probe.returncode} "
-                        f"(-9 is usually out of memory): {err.strip()[-500:]}")
-    return {k == "True": v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
-
-
-def memory_case(steps, peaks, device, size):
-    batch = size["deep_batch"]
-    # Two warm-up steps: the plain step's first ones page in its ~1 GiB of fresh activations.
-    s = alternate(device, steps, size["deep_rounds"], warmup=2)
-    return {"case": "train_resnet1001_memory", "ratio": peaks[False] / peaks[True],
-            "project_img_s": batch / s[True], "reference_img_s": batch / s[False],
-            "time_ratio": s[True] / s[False], "precision": DEFAULT.precision, "batch_size": batch,
-            "peak_mib_with_checkpointing": peaks[True] / 2**20, "peak_mib_without": peaks[False] / 2**20,
-            "note": "project = with activation checkpointing, reference = without; ratio = peak memory "
-                    "without / with" + ("" if batch == BATCH else f"; batch {batch}, not 128")}
-
-
 def check(record) -> list:
     """'field value op bound: met/NOT met' for each target of the record's case (CPU only)."""
     found = []
@@ -323,15 +209,6 @@ def add_arguments(parser):
     parser.add_argument("--deep-batch", type=int, help="ResNet-1001's batch (default 128; --quick: 8)")
     parser.add_argument("--out", default="reports/bench.json", help="where the records go")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-
-
-def machine(device) -> dict:
-    """What a figure was measured on: the GPU, or the CPU's model and the vector code torch runs there."""
-    if device.type == "cuda":
-        return {"machine": torch.cuda.get_device_name(device)}
-    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), "cpu") if Path("/proc/cpuinfo").exists() else "cpu"
-    return {"machine": f"{name}, {knobs.cores()} cores, {torch.backends.cpu.get_cpu_capability()} code"}
 
 
 def measure(device, size) -> list[dict]:

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import UserError
-from .files import write_json
+from ..errors import UserError
+from ..files import write_json
 
 SIZE = dict(rounds=5, data_rounds=5, data_batches=50, deep_rounds=3, deep_batch=128, images=50_000,
             compile=("default", "reduce-overhead"))
@@ -44,8 +44,8 @@ def two_gpus_like_one(timeout=120) -> dict:
     """A tiny run on the digits, trained by one process and by two (torchrun, NCCL), in fp64."""
     import torch
 
-    from .config import load_params
-    from .data import digits
+    from ..config import load_params
+    from ..data import digits
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:

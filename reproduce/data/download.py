@@ -5,7 +5,7 @@ profile with `smoke.data: digits` writes scikit-learn's digits in its place inst
 """
 from pathlib import Path
 
-from .config import load_params
+from ..config import load_params
 
 
 def add_arguments(parser):
@@ -19,13 +19,13 @@ def run(args):
     params = load_params(args.params)
     out = Path(args.out or f"data/{args.dataset}.pt")
     if params.profile == "smoke" and params.smoke.data == "digits":
-        from .data import digits
+        from . import digits
 
         data = digits.write(args.dataset, out)
         print(f"{out}: SMOKE PROFILE — scikit-learn digits standing in for {args.dataset} "
               f"({len(data['train_y'])} training, {len(data['test_y'])} test images)")
         return
-    from .data import cifar
+    from . import cifar
 
     cifar.prepare(args.dataset, params.data.raw, out, getattr(params.data, args.dataset).md5, args.url)
     data = cifar.load(out)

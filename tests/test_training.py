@@ -15,10 +15,12 @@ import torch
 from conftest import committed_params, make_archive, make_imagenet, run_cli, write_params
 from reproduce.config import load_params, run_config
 from reproduce.data import digits
-from reproduce.loop import lr_at, make_optimizer, train
+from reproduce.training.loop import train
+from reproduce.training.optim import make_optimizer
+from reproduce.training.schedule import lr_at
 from reproduce.models import build_model
 from reproduce.models.shortcuts import Gate
-from reproduce.train import writable
+from reproduce.training.train import writable
 
 TINY = {"tiny": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
 
@@ -262,7 +264,7 @@ def test_a_run_trains_on_the_gpu(study, precision):
 @pytest.mark.gpu
 def test_fp32_means_no_tf32_on_the_gpu():
     from reproduce.config import Speed
-    from reproduce.loop import setup_device
+    from reproduce.training.loop import setup_device
 
     setup_device(Speed(device="cuda", precision="fp32"))
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32

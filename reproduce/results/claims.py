@@ -73,7 +73,7 @@ def gains_with_depth(runs, paper):
     """On each dataset, ResNet-1001's gain from pre-activation (per seed) is above each shallower net's."""
     done, missing = [], []
     for pairs in DEPTH_PAIRS.values():
-        (deep_orig, deep_pre), named = pairs[-1], {pre.removesuffix("_full_preact"): gains(runs, o, pre)
+        (_, deep_pre), named = pairs[-1], {pre.removesuffix("_full_preact"): gains(runs, o, pre)
                                                    for o, pre in pairs}
         deepest = deep_pre.removesuffix("_full_preact")
         missing += [n for n, g in named.items() if g.empty]

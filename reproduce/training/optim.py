@@ -12,6 +12,8 @@ hence this class; it keeps torch.optim's interface (param_groups with "lr", zero
 """
 import torch
 
+from ..models.shortcuts import Gate
+
 FORMS = ("caffe", "torch", "nesterov")
 
 
@@ -79,3 +81,17 @@ class SGD:
         self.velocity = {i: v.to(device) for i, v in state["velocity"].items()}
         for group, saved in zip(self.param_groups, state["param_groups"]):
             group.update(saved)
+
+
+def make_optimizer(model, p: dict) -> SGD:
+    """SGD with momentum in the recipe's form (`sgd`: Caffe's, Torch's or Torch's Nesterov: SGD above).
+    Weight decay on every parameter as train.lua, except BN's gamma/beta when `weight_decay_bn` is false
+    and the gates' b_g unless `weight_decay_gate_bias`."""
+    exempt = {id(m.conv.bias) for m in model.modules() if isinstance(m, Gate)} \
+        if not p["weight_decay_gate_bias"] else set()
+    if not p["weight_decay_bn"]:
+        exempt |= {id(q) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for q in m.parameters()}
+    groups = [{"name": "decayed", "weight_decay": p["weight_decay"],
+               "params": [q for q in model.parameters() if id(q) not in exempt]},
+              {"name": "not decayed", "weight_decay": 0.0, "params": [q for q in model.parameters() if id(q) in exempt]}]
+    return SGD([g for g in groups if g["params"]], lr=p["lr"], momentum=p["momentum"], form=p["sgd"])

@@ -5,9 +5,9 @@ import math
 import torch
 
 from conftest import REPO, committed_params, run_cli
-from reproduce.speed import native_bf16
+from reproduce.training.speed import native_bf16
 from reproduce.config import load_params
-from reproduce.plan import table_of
+from reproduce.cost.plan import table_of
 
 CASES = {"cifar_data_pipeline", "train_resnet110", "train_resnet110_layout", "train_resnet1001_memory"}
 FIELDS = {"case", "project_img_s", "reference_img_s", "ratio", "device", "precision", "data", "machine", "date"}
@@ -47,7 +47,7 @@ def test_plan_lists_every_experiment_with_totals():
 
 def test_bench_takes_random_images_over_the_smoke_stand_in(tmp_path):
     """After the smoke study data/cifar10.pt holds 8x8 digits: bench must not time CIFAR code on them."""
-    from reproduce.bench import images
+    from reproduce.cost.bench import images
     from reproduce.data import digits
 
     digits.write("cifar10", tmp_path / "cifar10.pt")

@@ -17,36 +17,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoint, speed as knobs
-from .config import RunConfig, Speed
-from .data.sources import make_source
-from .errors import UserError
-from .files import load_json, sha256, write_json
-from .logs import Curves
-from .models import build_model
-from .models.batchnorm import group_batch_norm
-from .models.shortcuts import Gate
-from .optim import SGD
-
-
-def lr_at(it: int, p: dict, milestones) -> float:
-    """Paper appendix: 0.1, ÷10 at each milestone; a 0.01 warm-up for the first 400 iterations (CIFAR)."""
-    if it < p.get("warmup_iterations", 0):
-        return p["warmup_lr"]
-    return p["lr"] * 0.1 ** sum(it >= m for m in milestones)
-
-
-def make_optimizer(model, p: dict) -> SGD:
-    """SGD with momentum in the recipe's form (`sgd`: Caffe's, Torch's or Torch's Nesterov; optim.py).
-    Weight decay on every parameter as train.lua, except BN's gamma/beta when `weight_decay_bn` is false
-    and the gates' b_g unless `weight_decay_gate_bias`."""
-    exempt = {id(m.conv.bias) for m in model.modules() if isinstance(m, Gate)} \
-        if not p["weight_decay_gate_bias"] else set()
-    if not p["weight_decay_bn"]:
-        exempt |= {id(q) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for q in m.parameters()}
-    groups = [{"name": "decayed", "weight_decay": p["weight_decay"],
-               "params": [q for q in model.parameters() if id(q) not in exempt]},
-              {"name": "not decayed", "weight_decay": 0.0, "params": [q for q in model.parameters() if id(q) in exempt]}]
-    return SGD([g for g in groups if g["params"]], lr=p["lr"], momentum=p["momentum"], form=p["sgd"])
+from ..config import RunConfig, Speed
+from ..data.sources import make_source
+from ..errors import UserError
+from ..files import load_json, save_torch, sha256, write_json
+from ..logs import Curves
+from ..models import build_model
+from ..models.batchnorm import group_batch_norm
+from .optim import make_optimizer
+from .schedule import lr_at, schedule
 
 
 def network(model_spec: dict, p: dict, precision: str, device, memory_format, rank=0, world=1):
@@ -112,7 +91,9 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     torch.manual_seed(seed)
     fmt = knobs.memory_format(speed.channels_last, device)
     model, opt = network(cfg.model, p, cfg.precision, device, fmt, rank, world)
-    source = make_source(cfg, seed, device, rank, world, fmt)
+    source = make_source(cfg, seed, device, rank, world, fmt, knobs.images_dtype(cfg.precision),
+                         knobs.workers(p.get("workers", 0)))
+    total, milestones = schedule(p, source.per_epoch)
     ckpt_path = checkpoint_dir / f"{cfg.experiment}-seed{seed}-{digest}.pt"
     state, start, elapsed, last, history = checkpoint.load(ckpt_path, digest), 0, 0.0, {}, []
     status, failed_at = "finished", None
@@ -123,7 +104,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         start, elapsed, last, history = state["iteration"], state["elapsed"], state["last"], state["curves"]
         status, failed_at = state.get("status", status), state.get("failed_at")
         if status == "failed":
-            start = source.iterations  # recorded as failed: never trained again
+            start = total  # recorded as failed: never trained again
         if rank == 0:
             print(f"{out}: resuming from iteration {start} ({ckpt_path})")
     net = model
@@ -132,7 +113,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     net = compiled(net, knobs.compile_mode(speed.compile, device))
     autocast = knobs.autocast(cfg.precision, device)
     curves = Curves(Path(curves_dir or out / "curves"), history) if rank == 0 else None
-    total, every = source.iterations, p["log_every"]
+    every = p["log_every"]
     losses = torch.zeros(every, device=device, dtype=torch.float64)  # on the device until a log point
     wrong, seen = torch.zeros(every, device=device), 0
     bar = tqdm(total=total, initial=start, desc=f"{cfg.experiment} seed {seed}", disable=rank != 0,
@@ -140,13 +121,13 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     t0 = time.time() - elapsed
 
     def save_state(iteration, **extra):
-        checkpoint.save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+        save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                     "rng": checkpoint.rng_state(), "iteration": iteration,
                                     "elapsed": time.time() - t0, "digest": digest, "last": last,
                                     "curves": curves.history, "config": cfg.model_dump(), "seed": seed, **extra})
     model.train()
     for it, (x, y, images) in zip(range(start, total), source.batches(start)):
-        lr = lr_at(it, p, source.milestones)
+        lr = lr_at(it, p, milestones)
         for group in opt.param_groups:
             group["lr"] = lr
         loss, logits = train_step(net, opt, x, y, images, world, autocast)
@@ -193,7 +174,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     metrics["params"] = sum(q.numel() for q in model.parameters())  # (multiply-adds: `describe`)
     if status == "finished":
         metrics.update(metric_names(last))
-    checkpoint.save(out / "model.pt", {"model": model.state_dict(), "config": cfg.model_dump(),
+    save_torch(out / "model.pt", {"model": model.state_dict(), "config": cfg.model_dump(),
                                        "seed": seed, "status": status})
     metrics["weights_sha256"] = sha256(out / "model.pt")  # what a downloaded copy is checked against
     write_json(done, metrics)

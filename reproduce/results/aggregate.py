@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Params, load_params, run_config
-from .files import atomic_write
+from ..config import Params, load_params, run_config
+from ..files import atomic_write
 from .paper import FAIL, KEYS, dataset_metrics, metric_key, paper_numbers, paper_value
 from .stats import against_paper, median_interval
 

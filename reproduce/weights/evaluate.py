@@ -11,8 +11,8 @@ error differs from the recorded one.
 import sys
 from pathlib import Path
 
-from .errors import UserError
-from .files import load_json, sha256, write_json
+from ..errors import UserError
+from ..files import load_json, sha256, write_json
 
 
 def add_arguments(parser):
@@ -26,7 +26,7 @@ def run(args):
     weights = Path(args.weights) if args.weights else run_weights(Path(args.run))
     recorded_path = weights.parent / "metrics.json"
     recorded = load_json(recorded_path) if recorded_path.exists() else {}
-    from .checkpoint import load_weights  # torch starts here
+    from .load import load_weights  # torch starts here
 
     state = load_weights(weights)
     cfg = config_of(state, weights)
@@ -69,7 +69,7 @@ def run_weights(folder: Path) -> Path:
 def config_of(state: dict, weights: Path):
     from pydantic import ValidationError
 
-    from .config import RunConfig
+    from ..config import RunConfig
 
     try:
         return RunConfig(**state["config"])
@@ -80,9 +80,9 @@ def config_of(state: dict, weights: Path):
 
 def evaluate_weights(cfg, state: dict, recorded: dict) -> dict:
     """{"errors": the test errors of `state`'s network as metrics.json names them, "device": ...}."""
-    from . import loop, speed as knobs
-    from .config import Speed
-    from .data.sources import make_source
+    from ..config import Speed
+    from ..data.sources import make_source
+    from ..training import loop, speed as knobs
 
     # The recorded kind of device where this machine has one (a GPU's kernels round otherwise than a CPU's).
     device, _, _ = loop.setup_device(Speed(device="cpu" if recorded.get("device", "cpu") == "cpu" else "auto",
@@ -92,7 +92,7 @@ def evaluate_weights(cfg, state: dict, recorded: dict) -> dict:
     fmt = knobs.memory_format(layout, device)
     model = loop.run_network(cfg.model, cfg.protocol, cfg.precision, device, fmt)
     model.load_state_dict(state["model"])
-    source = make_source(cfg, state["seed"], device, 0, 1, fmt)
+    source = make_source(cfg, state["seed"], device, 0, 1, fmt, knobs.images_dtype(cfg.precision))
     errors = loop.evaluate(model, source, knobs.autocast(cfg.precision, device), 0, 1)
     import torch
 

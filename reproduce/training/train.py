@@ -17,9 +17,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from .files import write_json
-from .config import load_params, not_run_reason, run_config
-from .errors import UserError
+from ..config import load_params, not_run_reason, run_config
+from ..errors import UserError
+from ..files import write_json
 
 
 def add_arguments(parser):

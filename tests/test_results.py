@@ -4,11 +4,11 @@ import math
 import pandas as pd
 import pytest
 
-from reproduce import aggregate
-from reproduce.aggregate import results
-from reproduce.claims import claims
-from reproduce.paper import paper_numbers
-from reproduce.stats import LEVEL, against_paper, below, median_interval
+from reproduce.results import aggregate
+from reproduce.results.aggregate import results
+from reproduce.results.claims import claims
+from reproduce.results.paper import paper_numbers
+from reproduce.results.stats import LEVEL, against_paper, below, median_interval
 
 
 def runs_of(errors: dict) -> pd.DataFrame:
