@@ -15,6 +15,7 @@ COMMANDS = {
     "download": ("reproduce.data.download", "download, verify and convert CIFAR-10/100 (smoke: a stand-in)"),
     "train": ("reproduce.training.train", "train one run: one experiment, one seed"),
     "aggregate": ("reproduce.results.aggregate", "collect every run into reports/results.csv beside the paper's numbers"),
+    "power": ("reproduce.results.power", "how often each verdict comes out in simulated studies (the README's error rates)"),
     "report": ("reproduce.report.render", "execute notebooks/report.ipynb and render reports/report.html (offline)"),
     "evaluate": ("reproduce.weights.evaluate", "a finished run's weights on the test set again, beside its recorded errors"),
     "artifacts": ("reproduce.weights.artifacts", "write dvc.yaml's `artifacts:` (each experiment's runs) from params.yaml"),

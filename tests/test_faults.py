@@ -15,7 +15,8 @@ import yaml
 
 import conftest
 from reproduce.training import checkpoint
-from reproduce.results.aggregate import RESULT_COLUMNS, RUN_COLUMNS
+from reproduce.results.cells import RESULT_COLUMNS
+from reproduce.results.runs import RUN_COLUMNS
 from reproduce.data import cifar
 from reproduce.files import write_json
 from reproduce.results.paper import paper_numbers

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import COMMITTED_PARAMS, REPO, committed_params_dict, edit_params, make_archive, make_imagenet
-from reproduce.results.aggregate import RESULT_COLUMNS
+from reproduce.results.cells import RESULT_COLUMNS
 
 # One experiment or more per table, a custom one, ImageNet: the smoke DAG in miniature.
 KEEP = ["r110_original", "t1_scale_0_1", "r164_full_preact", "r110_1layer_full_preact", "c100_r164_full_preact",

@@ -57,7 +57,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 def fill_readme(readme: Path, params_path, runs_dir, html):
     """Replace the text between the README's results markers with the claims' verdicts and evidence."""
     from ..config import load_params
-    from ..results.aggregate import collect
+    from ..results.runs import collect
     from ..results.claims import claims
     from ..results.paper import paper_numbers
 
@@ -68,9 +68,10 @@ def fill_readme(readme: Path, params_path, runs_dir, html):
     verdicts = claims(collect(runs_dir, params), paper_numbers())
     lines = [f"Profile `{params.profile}`" + (" (SMOKE: these verdicts say nothing about the paper)"
                                               if params.profile == "smoke" else "") + f"; details in `{html}`.",
-             "", "| claim | status | comparisons significant | largest p | evidence |", "|---|---|---|---|---|"]
-    lines += [f"| {c.claim} | {c.status} | {c.significant} of {c.comparisons} | "
-              f"{f'{c.max_p:.3g}' if c.comparisons else ''} | "
+             "", "| claim | status | comparisons run | supporting | contradicting | largest p | evidence |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.claim} | {c.status} | {c.ran} of {c.comparisons} | {c.supporting} | {c.contradicting} | "
+              f"{f'{c.max_p:.3g}' if c.ran else ''} | "
               f"{c.evidence.replace('|', '/')} |" for c in verdicts.itertuples()]
     head, rest = text.split(BEGIN, 1)
     filled = head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + rest.split(END, 1)[1]

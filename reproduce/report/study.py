@@ -16,7 +16,8 @@ import seaborn as sns
 from IPython.display import HTML, Markdown, display
 
 from ..config import Params, load_params
-from ..results.aggregate import cell_experiments, collect, results
+from ..results.cells import results
+from ..results.runs import collect
 from ..results.paper import paper_numbers
 
 sns.set_theme(style="whitegrid")  # one look for every notebook
@@ -25,8 +26,8 @@ sns.set_theme(style="whitegrid")  # one look for every notebook
 @dataclass
 class Study:
     params: Params
-    runs: pd.DataFrame  # aggregate.collect: one row per run directory
-    results: pd.DataFrame  # aggregate.results: one row per cell
+    runs: pd.DataFrame  # results.runs.collect: one row per run directory
+    results: pd.DataFrame  # results.cells.results: one row per cell
     paper: pd.DataFrame
     runs_dir: Path
     params_file: Path
@@ -73,8 +74,8 @@ def compute_used(study: Study) -> pd.DataFrame:
     runs = study.runs[study.runs.current & study.runs.status.isin(["finished", "failed"])]
     runs = runs.assign(hours=runs.wall_s.astype(float) * runs.processes.astype(float) / 3600)
     rows = []
-    for table, cells in cell_experiments(study.results, study.paper).groupby("table", sort=False):
-        mine = runs[runs.experiment.isin({e for names in cells.experiment for e in names.split()})]
+    for table, cells in study.results.groupby("table", sort=False):
+        mine = runs[runs.experiment.isin(set(cells.experiment))]
         rows.append({"table": table, "runs": len(mine), "device-hours": mine.hours.sum()})
     rows.append({"table": "total (each run once)", "runs": len(runs), "device-hours": runs.hours.sum()})
     return pd.DataFrame(rows)

@@ -5,7 +5,7 @@ import pandas as pd
 from IPython.display import HTML, display
 
 from ..results.claims import claims
-from ..results.stats import LEVEL
+from ..results.stats import DELTA_SDS, LEVEL
 from .study import Study, compute_used
 
 # What is true of this reproduction whatever the runs say (the README's Faithfulness section has the details).
@@ -40,13 +40,15 @@ def show_summary(study: Study):
             "implementation that produced its paper number: "
             + "; ".join(f"<code>{r}</code> for {len(n)} experiments" for r, n in recipes.items())
             + f". Seeds: CIFAR {study.params.run_seeds()}, ImageNet one run each (as the paper). Claims: one-sided "
-            f"Mann–Whitney tests over seeds, each at {LEVEL:g}. Hardware: {', '.join(devices) or 'nothing ran yet'}. "
+            f"Mann–Whitney tests over seeds, each at {LEVEL:g}, in both directions; cells: equivalence within "
+            f"{DELTA_SDS:g} binomial sds of the paper's number (two one-sided sign tests). Hardware: {', '.join(devices) or 'nothing ran yet'}. "
             "Compute (device-hours): " + ", ".join(f"{t} {h:.2g} ({n} runs)" for t, n, h in
                                                    zip(compute.table, compute.runs, compute["device-hours"]))
             + "."),
         "Results": "<ul>" + "".join(
-            f"<li><b>{c.status}</b> — {c.claim} ({c.significant} of {c.comparisons} comparisons significant"
-            + (f", largest p = {c.max_p:.3g}" if c.comparisons else "") + ")</li>" for c in verdicts.itertuples())
+            f"<li><b>{c.status}</b> — {c.claim} ({c.ran} of {c.comparisons} comparisons ran: {c.supporting} "
+            f"support it, {c.contradicting} contradict it" + (f"; largest p = {c.max_p:.3g}" if c.ran else "")
+            + ")</li>" for c in verdicts.itertuples())
             + f"</ul>Cells: {len(ran)} of {len(cells)} ran; "
             + ", ".join(f"{n} {s}" for s, n in cells.status.value_counts().items()) + ".",
         "What was easy": f"{_easy(cells)} {EASY}",
@@ -64,14 +66,14 @@ def _easy(cells) -> str:
 
 
 def _hard(cells, study) -> str:
-    off = cells[cells.status == "not_reproduced"]
+    off = cells[cells.status == "different"]
     parts = []
     if len(off):
         gap = (off["median"] - pd.to_numeric(off.paper, errors="coerce")).abs()
         worst = off.assign(gap=gap).sort_values("gap", ascending=False).head(3)
-        parts.append(f"{len(off)} cells not reproduced, furthest: " + "; ".join(
+        parts.append(f"{len(off)} cells different from the paper's, furthest: " + "; ".join(
             f"{r.table} {r.row} ({r.column}): ours {r.median:.2f} vs {r.paper}" for r in worst.itertuples()) + ".")
-    failed = cells[cells.status.isin(["fail", "not_run"])]
+    failed = cells[cells.status == "not_run"]
     for status, group in failed.groupby("status"):
         reasons = group.reason.value_counts()
         parts.append(f"{len(group)} cells {status}: " + "; ".join(f"{r} ({n})" for r, n in reasons.head(3).items())

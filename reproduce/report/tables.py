@@ -1,50 +1,60 @@
 """The paper's tables beside ours, the claims and the rules that decide them, one cell per row."""
+import math
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from ..results.aggregate import FAIL_ERROR_PCT, TOLERANCE_PP, cell_experiments
+from ..results.cells import FAIL_ERROR_PCT
 from ..results.claims import claims
 from ..results.paper import FAIL, KEYS, metric_key, paper_value
-from ..results.stats import LEVEL, PAPER_N
+from ..results.stats import DELTA_SDS, LEVEL, PAPER_N
 from .curves import plot_pairs
 from .study import Study, show_figure
 
-STATUS_COLOURS = {"reproduced": "#c8e6c9", "not_reproduced": "#ffcdd2", "not reproduced": "#ffcdd2",
-                  "fail": "#ffe0b2", "inconclusive": "#fff9c4", "not_run": "#eeeeee", "not run": "#eeeeee"}
+STATUS_COLOURS = {"reproduced": "#c8e6c9", "different": "#ffcdd2", "contradicted": "#ffcdd2",
+                  "inconclusive": "#fff9c4", "partly tested": "#fff3e0", "not_run": "#eeeeee", "not run": "#eeeeee"}
 
 
 def show_rule():
     display(Markdown(
-        f"**Claims.** Each claim is a set of comparisons (\"A's error is below B's\"), each a one-sided "
-        f"Mann–Whitney U test over seeds (exact; with 5 against 5 seeds the smallest p is 1/252). A claim is "
-        f"**reproduced** when every comparison is significant at {LEVEL:g} (an intersection–union test, so "
-        f"the claim holds at {LEVEL:g} as a whole), **inconclusive** when every median goes the paper's way "
-        "but some comparison is not significant (ImageNet's single runs can never be), **not reproduced** "
-        "when a median goes the other way.\n\n"
-        f"**Cells.** A cell is **reproduced** when our median over seeds is within max({TOLERANCE_PP} points, "
-        "the seeds' standard deviation) of the paper's number. Beside it: the distribution-free interval for "
-        "the median (order statistics; with 5 seeds [min, max], which covers the median with probability "
-        "94%) and whether the paper's number lies inside it; where the paper prints mean ± std (Table 4), "
-        f"Welch's test of our mean against it, assuming the paper's {PAPER_N} runs. Where the paper says "
-        f"**fail**, a cell is reproduced when every network of it failed to train: at least half its seeds "
-        f"diverged (non-finite loss) or its median error is ≥ {FAIL_ERROR_PCT:g}%. Status **fail** marks a "
-        "cell whose number the paper gives but where at least half our seeds diverged; **not_run**, one with "
-        "no finished run yet; each says why. A diverged seed ranks worse than every finished one in medians, "
-        "intervals and tests; mean ± std are over finished seeds. Each row's command reproduces it alone."))
+        "**Claims.** Each claim is the paper's own sentence (quoted) and a set of comparisons: *A below B* "
+        "(one-sided Mann–Whitney U over seeds, exact; 5 against 5 seeds gives p ≥ 1/252), *A close to B* "
+        f"(the same tests against B shifted by ±δ, δ = {DELTA_SDS:g} binomial sds at the paper's numbers: "
+        "TOST), or *A's gain above B's* (original − pre-activation, per seed). A comparison **supports** "
+        f"the claim when its test is significant at {LEVEL:g} the paper's way and **contradicts** it when the "
+        "same test is significant the other way; otherwise it decides nothing — a tie never counts. A claim "
+        "is **reproduced** when every comparison ran and supports it (an intersection–union test: the claim "
+        f"holds at {LEVEL:g} as a whole), **contradicted** when any comparison contradicts it, **partly "
+        "tested** when some have not run, **inconclusive** otherwise. One run against one (ImageNet) is a "
+        "z-test with each run's noise taken as the test set's binomial sd.\n\n"
+        f"**Cells.** Our seeds against the paper's number p: **reproduced** when equivalent within δ = "
+        f"{DELTA_SDS:g} binomial sds of p on the paper's test set (two one-sided sign tests at {LEVEL:g}: "
+        "with 5 seeds, every seed inside p ± δ), **different** when a sign test shows the median beyond p ± δ, "
+        "**inconclusive** when neither: more noise makes *reproduced* harder, not easier. Where the paper "
+        f"says **fail**, the same tests against {FAIL_ERROR_PCT:g}% error: reproduced when shown above it. "
+        "A single run gets the binomial sd as its noise (its reason says so). Beside each verdict: our "
+        "median, its distribution-free interval (with 5 seeds [min, max], 94% coverage), whether the "
+        "paper's number lies inside it — a description, not a test: the paper's own median of 5 falls "
+        "outside our [min, max] one time in six when both come from one distribution — and the plain "
+        f"difference; where the paper prints mean ± std (Table 4), Welch's test against it (the paper's "
+        f"{PAPER_N} runs assumed). A diverged seed counts as +∞. The README states how often each verdict "
+        "comes out when the paper is right (`python -m reproduce power`)."))
 
 
 def show_claims(study: Study):
-    table = claims(study.runs, study.paper).rename(columns={"max_p": "largest p"})
-    display(table.style.hide(axis="index").map(_colour, subset=["status"]).format({"largest p": "{:.3g}"})
-            .set_properties(subset=["evidence"], **{"font-size": "0.85em"}))
+    table = claims(study.runs, study.paper)
+    table = table.assign(ran=[f"{r} of {n}" for r, n in zip(table.ran, table.comparisons)]).drop(columns="comparisons")
+    table = table.rename(columns={"max_p": "largest p", "ran": "comparisons run"})
+    display(table.style.hide(axis="index").map(_colour, subset=["status"]).format({"largest p": "{:.3g}"}, na_rep="")
+            .set_properties(subset=["evidence", "quote"], **{"font-size": "0.85em"}))
 
 
 def table_view(study: Study, table: str) -> pd.DataFrame:
     """The paper's table, in its order, side by side with ours; literature rows (Tables 4, 5) as context."""
     ours = study.results[study.results.table == table]
     printed = study.paper[study.paper.table == table]
-    cells = printed.merge(ours.drop(columns="paper"), on=KEYS, how="left") if len(printed) else \
+    cells = printed.merge(ours.drop(columns=["paper", "experiment"]), on=KEYS, how="left") if len(printed) else \
         ours.assign(literature=False, paper_mean=float("nan"), paper_std=float("nan"))
     view = pd.DataFrame({
         "row": cells.row, "column": cells.column, "metric": cells.metric, "recipe": cells.recipe, "paper": cells.paper,
@@ -54,11 +64,13 @@ def table_view(study: Study, table: str) -> pd.DataFrame:
         "interval (coverage)": [f"[{_pct(lo)}, {_pct(hi)}] ({c:.0%})" if c == c and c > 0 else ""
                                 for lo, hi, c in zip(cells.ci_low, cells.ci_high, cells.ci_coverage)],
         "paper inside": cells.paper_in_ci.map({True: "yes", False: "no"}).fillna(""),
-        "mean ± std": [f"{m:.2f} ± {s:.2f}" if s == s else _pct(m) for m, s in zip(cells["mean"], cells["std"])],
-        "p vs paper": cells.p_vs_paper.map(lambda p: "" if p != p else f"{p:.3g}"),
-        "seeds": cells.runs.astype("Int64"), "diverged": cells.failed.astype("Int64"),
         "median − paper": [_pct(m - paper_value(p)) if p not in ("", FAIL) else "" for m, p in
                            zip(cells["median"], cells.paper)],
+        "δ": cells.delta.map(_pct),
+        "p equivalent": cells.p_equivalent.map(_p), "p different": cells.p_different.map(_p),
+        "mean ± std": [f"{m:.2f} ± {s:.2f}" if s == s else _pct(m) for m, s in zip(cells["mean"], cells["std"])],
+        "p vs paper": cells.p_vs_paper.map(_p),
+        "seeds": cells.runs.astype("Int64"), "diverged": cells.failed.astype("Int64"),
         "status": cells.status.where(~cells.literature.astype(bool), "literature"),
         "reason": cells.reason.fillna(""),
         "compute": [f"{h:.2g} {_unit(hw)}" if h == h and h > 0 else "" for h, hw in zip(cells.compute_hours, cells.hardware)],
@@ -80,14 +92,15 @@ def show_table(study: Study, table: str):
 
 def plot_vs_paper(study: Study, table: str):
     """Each cell: our seeds (grey dots), our median (circle) and the paper's number (cross)."""
-    cells = cell_experiments(study.results[study.results.table == table], study.paper)
+    cells = study.results[study.results.table == table]
     runs = study.runs[study.runs.current & (study.runs.status == "finished")]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(cells) + 1.2))
     labels = []
     for y, cell in enumerate(cells.itertuples(index=False)):
-        mine = runs.loc[runs.experiment.isin(cell.experiment.split()), metric_key(cell.metric, cell.column)]
+        mine = runs.loc[runs.experiment == cell.experiment, metric_key(cell.metric, cell.column)]
         ax.scatter(mine.astype(float), [y] * len(mine), color="0.55", s=16, label="ours (each seed)")
-        ax.scatter([cell.median], [y], color="C0", s=80, label="ours (median)")
+        if math.isfinite(cell.median):  # not when half the seeds diverged
+            ax.scatter([cell.median], [y], color="C0", s=80, label="ours (median)")
         if cell.paper not in ("", FAIL):
             ax.scatter([paper_value(cell.paper)], [y], color="C3", marker="X", s=90, label="paper")
         shown = [cell.row] + [x for x in (cell.column, cell.metric) if x not in ("error (%)", "test_error")]
@@ -119,7 +132,13 @@ def _unit(hardware) -> str:
 
 
 def _pct(x) -> str:
-    return "" if x != x else f"{x:.2f}"  # x != x: NaN
+    if x != x:  # NaN
+        return ""
+    return "∞" if x == float("inf") else "−∞" if x == float("-inf") else f"{x:.2f}"
+
+
+def _p(p) -> str:
+    return "" if p != p else f"{p:.3g}"
 
 
 def _colour(status) -> str:

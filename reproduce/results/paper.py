@@ -1,9 +1,11 @@
 """The paper's numbers: every cell of Tables 1–5 and Section 5's ResNet-101 pair, as printed.
 
-`paper_numbers.csv` holds one row per cell: `table,row,column,metric` name it, `paper` is the printed
-number (or `fail`), `experiment` the params.yaml experiment(s) producing it (space-separated where one
-cell covers several runs, e.g. Table 1's "init b_g = 0 to -5"), `literature` marks numbers quoted from
-other work (kept for context, never compared), `paper_mean`/`paper_std` Table 4's "mean±std" of 5 runs.
+`paper_numbers.csv` holds one row per cell: `table,row,column,metric` name it, `dataset` is its data set
+(whose test set sets the noise of an error rate), `paper` is the printed
+number (or `fail`), `experiment` the params.yaml experiment producing it (one each: Table 1's row "init
+b_g = 0 to -5" is six networks, so six rows here, each judged on its own), `literature` marks numbers
+quoted from other work (kept for context, never compared), `paper_mean`/`paper_std` Table 4's "mean±std"
+of 5 runs.
 """
 from importlib import resources
 
@@ -15,7 +17,7 @@ KEYS = ["table", "row", "column", "metric"]
 
 def paper_numbers() -> pd.DataFrame:
     with resources.files(__package__).joinpath("paper_numbers.csv").open(encoding="utf-8") as f:
-        return pd.read_csv(f, dtype={c: str for c in KEYS + ["paper", "experiment"]}, keep_default_na=False,
+        return pd.read_csv(f, dtype={c: str for c in KEYS + ["dataset", "paper", "experiment"]}, keep_default_na=False,
                            na_values={"paper_mean": [""], "paper_std": [""]},
                            true_values=["true"], false_values=["false"])
 
@@ -37,3 +39,9 @@ def dataset_metrics(dataset: str) -> list[tuple[str, str]]:
     if dataset == "imagenet":
         return [(m, f"{c}x{c}") for c in (224, 320) for m in ("top1", "top5")]
     return [("test_error", "error (%)")]
+
+
+def paper_errors(paper: pd.DataFrame) -> dict:
+    """{(experiment, metrics.json key): the paper's number} of every numeric, non-literature cell."""
+    cells = paper[~paper.literature & (paper.paper != FAIL)]
+    return {(c.experiment, metric_key(c.metric, c.column)): float(c.paper) for c in cells.itertuples()}
