@@ -84,7 +84,7 @@ def test_smoke_study_runs_end_to_end_and_reruns_only_what_changed(project):
     assert (results.command.str.startswith("dvc repro train")).all() and results.reason[results.status == "not_run"].notna().all()
     assert set(results.recipe.dropna()) == {"paper", "fb.resnet.torch"}
     assert {"1", "2", "3", "4", "5", "custom"} <= set(results.table.astype(str).str.replace("Table ", ""))
-    assert set(results.status.dropna()) <= {"reproduced", "not_reproduced", "fail", "not_run"}
+    assert set(results.status.dropna()) <= {"reproduced", "different", "inconclusive", "not_run"}
     runs = pd.read_csv(project / "reports" / "runs.csv")
     assert (runs[runs.seed == 1].status == "not_run").all()  # the smoke profile trains seed 0 only
     imagenet = runs[(runs.experiment == "in_r152_full_preact") & (runs.seed == 0)]
