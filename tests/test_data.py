@@ -3,6 +3,7 @@ import hashlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ import yaml
 from PIL import Image
 
 from reproduce.data import augment, cifar, imagenet
+from reproduce.data.order import Order
 from reproduce.errors import UserError
 from conftest import N_TEST, N_TRAIN, SIZES, closed_port_url, committed_params_dict, make_archive, make_imagenet
 
@@ -217,35 +219,39 @@ def imagenet_root(tmp_path_factory):
 
 @pytest.mark.parametrize("augmentation", ["scale", "scale_aspect"])
 def test_imagenet_loaders_shapes(imagenet_root, augmentation):
-    train, evals = imagenet.loaders(imagenet_root, augmentation, batch_size=3, workers=0)
-    x, y = next(iter(train))
+    data = imagenet.ImageNet(imagenet_root, augmentation)
+    x, y = next(iter(data.train_loader(Order(len(data.train), 3, 0))))
     assert x.shape == (3, 3, 224, 224) and x.dtype == torch.float32 and set(y.tolist()) <= {0, 1}
-    assert sorted(evals) == ["center224", "center320"]
+    assert sorted(data.val) == ["center224", "center320"]
     for crop, size in (("center224", 224), ("center320", 320)):
-        batches = list(evals[crop])
+        batches = list(data.eval_loader(crop, batch_size=3))
         assert batches[0][0].shape == (3, 3, size, size) and sum(len(y) for _, y in batches) == 2 * len(SIZES)
 
 
-def test_imagenet_small_size_limit_and_order_by_seed_and_epoch(imagenet_root):
-    train, evals = imagenet.loaders(imagenet_root, "scale_aspect", batch_size=8, workers=0, seed=3, size=64,
-                                    limit=(5, 3))
-    x, _ = next(iter(train))
-    assert x.shape == (5, 3, 64, 64) and next(iter(evals["center320"]))[0].shape == (3, 3, 91, 91)
+def test_imagenet_batches_follow_the_order_from_any_iteration(imagenet_root):
+    """Batch `it` is the same images, cropped and coloured the same, read from the start or from `it`
+    (a resumed run decodes nothing it trained on), with or without workers."""
+    data = imagenet.ImageNet(imagenet_root, "scale_aspect", seed=3, size=64, limit=(5, 3))
+    order = Order(len(data.train), 2, seed=3)  # across epoch ends: 2.5 batches an epoch
+    from_start = [x for _, (x, _) in zip(range(6), data.train_loader(order))]
+    resumed = [x for _, (x, _) in zip(range(2), data.train_loader(order, start=4, workers=1))]
+    assert x_equal(from_start[4:], resumed) and from_start[0].shape == (2, 3, 64, 64)
+    assert not torch.equal(from_start[0], from_start[1])
+    shares = [next(iter(data.train_loader(order, start=4, rank=r, world=2)))[0] for r in (0, 1)]
+    assert x_equal([torch.cat(shares)], from_start[4:5])  # each its half
+    assert next(iter(data.eval_loader("center320", batch_size=3)))[0].shape == (3, 3, 91, 91)
 
-    def order(epoch):
-        train.sampler.set_epoch(epoch)
-        return list(train.sampler)
 
-    assert order(1) == order(1) != order(2) and sorted(order(2)) == list(range(5))
+def x_equal(a, b):
+    return len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b))
 
 
-def test_imagenet_with_a_worker_and_distributed(imagenet_root, tmp_path):
-    torch.distributed.init_process_group("gloo", init_method=(tmp_path / "pg").as_uri(), rank=0, world_size=1)
-    try:
-        train, evals = imagenet.loaders(imagenet_root, "scale", batch_size=4, workers=1, distributed=True)
-        assert sum(len(y) for _, y in train) == 2 * len(SIZES) == len(evals["center224"].dataset)
-    finally:
-        torch.distributed.destroy_process_group()
+def test_imagenet_evaluation_shards_cover_the_val_set_once(imagenet_root):
+    data = imagenet.ImageNet(imagenet_root, "scale")
+    shares = [[y for _, y in data.eval_loader("center224", rank, 3, batch_size=2)] for rank in range(3)]
+    assert sum(len(y) for share in shares for y in share) == 2 * len(SIZES)
+    whole = torch.cat([y for _, y in data.eval_loader("center224", batch_size=8)])
+    assert torch.equal(torch.cat([torch.cat(s) for s in shares]).sort().values, whole.sort().values)
 
 
 def test_scale_is_1s_augmentation_and_only_scale_aspect_jitters_colours():
@@ -253,10 +259,49 @@ def test_scale_is_1s_augmentation_and_only_scale_aspect_jitters_colours():
     fb.resnet.torch imagenet.lua: RandomSizedCrop + ColorJitter 0.4 + Lighting 0.1."""
     kinds = {aug: [type(t).__name__ for t in imagenet.train_transform(aug).transforms] for aug in imagenet.AUGMENTATIONS}
     assert kinds["scale"][:3] == ["RandomResize", "RandomCrop", "RandomHorizontalFlip"]
-    assert "Lighting" in kinds["scale"] and "ColorJitter" not in kinds["scale"]
+    assert "Lighting" in kinds["scale"] and "FbColorJitter" not in kinds["scale"]
     resize = imagenet.train_transform("scale").transforms[0]
     assert (resize.min_size, resize.max_size) == (256, 481)  # shorter side uniform in [256, 480]
-    assert kinds["scale_aspect"][0] == "RandomResizedCrop" and {"ColorJitter", "Lighting"} <= set(kinds["scale_aspect"])
+    assert kinds["scale_aspect"][0] == "FbSizedCrop" and {"FbColorJitter", "Lighting"} <= set(kinds["scale_aspect"])
+
+
+def test_fb_sized_crop_draws_its_aspect_ratio_as_fb_does():
+    """transforms.lua: r uniform in [3/4, 4/3], w = sqrt(area) r, h = sqrt(area) / r, swapped half the time:
+    sqrt(w/h) is r or 1/r with equal odds (a Kolmogorov-Smirnov test on 4,000 draws), not torchvision's
+    log-uniform ratio in [3/4, 4/3]."""
+    from scipy import stats
+
+    torch.manual_seed(0)
+    draws = [imagenet.FbSizedCrop.draw(4000, 4000) for _ in range(4000)]
+    t = [(w / h) ** 0.5 for w, h in draws]
+    uniform = stats.uniform(3 / 4, 4 / 3 - 3 / 4)
+
+    def cdf(x):
+        x = np.asarray(x)
+        return 0.5 * uniform.cdf(x) + 0.5 * uniform.sf(1 / x)
+
+    assert stats.kstest(t, cdf).pvalue > 0.01
+    ratios = [w / h for w, h in draws]  # fb's w/h spans [9/16, 16/9]; torchvision's is log-uniform in [3/4, 4/3]
+    assert max(ratios) > 1.7 and stats.kstest(ratios, stats.loguniform(3 / 4, 4 / 3).cdf).pvalue < 1e-6
+    areas = [w * h / 4000**2 for w, h in draws]
+    assert stats.kstest(areas, stats.uniform(0.08, 0.92).cdf).pvalue > 0.01
+
+
+def test_fb_sized_crop_falls_back_to_scale_and_centre_crop():
+    torch.manual_seed(0)
+    thin = Image.new("RGB", (1000, 12))  # no attempt fits: 10 tries, then Scale(224) + CenterCrop(224)
+    assert imagenet.FbSizedCrop(224)(thin).size == (224, 224)
+
+
+def test_fb_colour_jitter_blends_without_clamping():
+    torch.manual_seed(1)
+    img = torch.full((3, 4, 4), 0.95)
+    outs = torch.stack([imagenet.FbColorJitter(0.4, 0.4, 0.4)(img) for _ in range(50)])
+    assert outs.max() > 1.0  # brightness above 1 is kept, as fb's blend does
+    grey = torch.rand(3, 5, 5)
+    grey[:] = grey[0]  # a grey image: saturation changes nothing, contrast and brightness scale about fixed points
+    out = imagenet.FbColorJitter(0, 0, 0.4)(grey)
+    torch.testing.assert_close(out, grey)
 
 
 def test_lighting_shifts_each_channel_by_a_constant():
@@ -282,10 +327,10 @@ def test_bad_imagenet_roots(tmp_path, layout):
         for split, wnid in (("train", "n01"), ("val", "n02")):
             Image.new("RGB", (40, 30)).save(root / split / wnid / "a.JPEG")
     with pytest.raises(UserError, match="cannot be downloaded automatically") as error:
-        imagenet.loaders(root, "scale", batch_size=2, workers=0)
+        imagenet.ImageNet(root, "scale")
     assert str(root) in str(error.value) and "<root>/train/<wnid>/*.JPEG" in str(error.value)
 
 
 def test_unknown_augmentation(imagenet_root):
     with pytest.raises(UserError, match="did you mean 'scale_aspect'"):
-        imagenet.loaders(imagenet_root, "scale_aspet", batch_size=2, workers=0)
+        imagenet.ImageNet(imagenet_root, "scale_aspet")

@@ -6,27 +6,17 @@ kept padded, as is and mirrored, channels last; any crop row of any image is the
 of that one tensor, and a whole augmented batch is one `index_select` of B x H rows: no Python loop, no
 per-image work, no per-value index arithmetic.
 
-The data order is stateless: batch `it` depends only on (seed, it), so a run resumes exactly from an
-iteration number. Each epoch is a permutation drawn from (seed, epoch); two orders, one per recipe:
-- "continuous": the permutations end to end, batch `it` is positions [it*B, (it+1)*B): batches
-  straddle epochs and nothing is dropped, as Caffe's data layer reads (the paper's runs);
-- "per_epoch": ceil(N/B) batches per epoch, the last one smaller (fb.resnet.torch dataloader.lua).
+The data order is stateless: batch `it` depends only on (seed, it) (data/order.py), so a run resumes
+exactly from an iteration number; so do its flips and crops, drawn from (seed, it).
 """
-import hashlib
-
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError, did_you_mean
 from .cifar import MEAN_STD
+from .order import Order, seed_for, share
 
 PAD_PER_PIXEL = 4 / 32  # RandomCrop(32, 4): fb.resnet.torch datasets/cifar10.lua (1 pixel for 8x8 digits)
-
-
-def seed_for(*parts) -> int:
-    """A 63-bit seed from a tuple such as ("order", seed, epoch): distinct tuples get unrelated streams."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def normalize(x, name, dtype=torch.float32):
@@ -53,34 +43,12 @@ class CifarStream:
         self.side, self.shape = w + 2 * pad, (h, w, c)
         self.row_step = self.side * torch.arange(h, device=device)  # a crop's rows from its first pixel
         self.y = y.to(device)
+        self.order = Order(len(y), batch_size, seed, batches)
         self.n, self.batch_size, self.seed = len(y), batch_size, seed
-        self.per_epoch = -(-self.n // batch_size) if batches == "per_epoch" else None
         self.device, self.memory_format = torch.device(device), memory_format
-        self._perms = {}  # the epochs' permutations the last batch used
-
-    def permutation(self, epoch):
-        """Sample order of one epoch (on the CPU, so it is the same on every device)."""
-        generator = torch.Generator().manual_seed(seed_for("order", self.seed, epoch))
-        return torch.randperm(self.n, generator=generator)
-
-    def indices(self, it):
-        """Sample indices of batch `it`: positions [it*B, (it+1)*B) of the epochs' permutations end to end,
-        or (per_epoch) of its own epoch's permutation, cut at the epoch's end."""
-        start, stop = it * self.batch_size, (it + 1) * self.batch_size
-        if self.per_epoch:
-            epoch, j = divmod(it, self.per_epoch)
-            start = epoch * self.n + j * self.batch_size
-            stop = min(start + self.batch_size, (epoch + 1) * self.n)
-        epochs = range(start // self.n, (stop - 1) // self.n + 1)
-        self._perms = {e: self._perms[e] if e in self._perms else self.permutation(e) for e in epochs}
-        offset = epochs[0] * self.n
-        return torch.cat([self._perms[e] for e in epochs])[start - offset:stop - offset]
 
     def size(self, it) -> int:
-        """How many images batch `it` has: B, except an epoch's last under per_epoch."""
-        if not self.per_epoch:
-            return self.batch_size
-        return min(self.batch_size, self.n - it % self.per_epoch * self.batch_size)
+        return self.order.size(it)
 
     def draws(self, it):
         """Flip flags and crop offsets of batch `it`, from a CPU generator seeded by (seed, it) alone."""
@@ -92,9 +60,9 @@ class CifarStream:
     def batch(self, it, rank=0, world=1):
         """(images, labels) of batch `it`, or of process `rank`'s consecutive share of it when `world`
         processes train; the same (seed, it) gives the same bits whatever came before."""
-        idx = self.indices(it)
-        share = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
-        idx, flip, dy, dx = (t[:len(idx)][share] for t in (idx, *self.draws(it)))
+        idx, _ = self.order.indices(it)
+        mine = share(len(idx), rank, world)
+        idx, flip, dy, dx = (t[:len(idx)][mine] for t in (idx, *self.draws(it)))
         corner = ((idx * 2 + flip.long()) * self.side + dy) * self.side + dx  # each crop's first pixel
         idx, corner = to_device(torch.stack([idx, corner]), self.device)
         h, w, c = self.shape

@@ -2,19 +2,34 @@
 
 A batch comes as (images, labels, global batch size): this process's share and the number of images
 all processes train on together (smaller for an epoch's last batch), so the loss is the mean over the
-whole batch whatever the layout. CIFAR lives on the training device and is augmented there a whole
-batch at a time; batch `it` is a pure function of (seed, it), so resuming needs only the iteration
-number. ImageNet is read from disk by DataLoader workers; the order within an epoch is a function of
-(seed, epoch). The loop derives the run's length from the batches per epoch (training/schedule.py)
-and gives the images' dtype and the DataLoader's workers from the speed knobs.
+whole batch whatever the layout. Batch `it` is a pure function of (seed, it) (data/order.py), so
+resuming needs only the iteration number: CIFAR lives on the training device and is augmented there a
+whole batch at a time; ImageNet is read from disk by DataLoader workers from that iteration on. Each
+process evaluates every world-th test image and the error counts are summed over the processes. The
+loop derives the run's length from the batches per epoch (training/schedule.py) and gives the images'
+dtype and the DataLoader's workers from the speed knobs.
 """
 import itertools
 
 import torch
+import torch.distributed as dist
 
 from . import cifar
 from .augment import CifarStream, eval_batches
+from .order import Order
 from ..errors import UserError
+
+
+def _summed(counts, world):
+    """Error counts of this process's share of a test set, summed over the processes (one host sync)."""
+    if world > 1:
+        dist.all_reduce(counts)
+    return counts.tolist()
+
+
+def _batches_for(images: int, n: int, batch_size: int) -> int:
+    """How many batches hold `images` training images (at most the training set)."""
+    return -(-min(images, n) // batch_size)
 
 
 class CifarSource:
@@ -31,7 +46,7 @@ class CifarSource:
                                   batch_size=p["batch_size"], seed=seed, device=device, dtype=self.dtype,
                                   memory_format=memory_format, batches=p["batches"])
         self.device, self.memory_format, self.eval_batch = device, memory_format, p["eval_batch_size"]
-        self.per_epoch = -(-self.stream.n // p["batch_size"])
+        self.per_epoch, self.test_images = self.stream.order.per_epoch, len(self.test_y)
         self.rank, self.world = rank, world
 
     def batches(self, start: int):
@@ -39,12 +54,19 @@ class CifarSource:
             x, y = self.stream.batch(it, self.rank, self.world)  # this process's part of the global batch
             yield x, y, self.stream.size(it)
 
+    def bn_batches(self, start: int, images: int):
+        """This process's shares of the training batches from `start` on, `images` images in all (at most
+        the training set), augmented as for training: what BN's after-training statistics average."""
+        for it in range(start, start + _batches_for(images, self.stream.n, self.stream.batch_size)):
+            yield self.stream.batch(it, self.rank, self.world)[0]
+
     def evaluate(self, model) -> dict:
-        wrong = torch.zeros((), device=self.device)
-        for x, y in eval_batches(self.test_x, self.test_y, self.name, self.eval_batch, self.device, self.dtype,
-                                 self.memory_format):
+        wrong = torch.zeros((), device=self.device, dtype=torch.int64)
+        share = slice(self.rank, None, self.world)
+        for x, y in eval_batches(self.test_x[share], self.test_y[share], self.name, self.eval_batch, self.device,
+                                 self.dtype, self.memory_format):
             wrong += (model(x).argmax(1) != y).sum()
-        return {"test/error": 100.0 * wrong.item() / len(self.test_y)}
+        return {"test/error": 100.0 * _summed(wrong, self.world) / len(self.test_y)}
 
 
 class ImageNetSource:
@@ -56,37 +78,37 @@ class ImageNetSource:
         from . import imagenet  # torchvision: imported only for ImageNet runs
 
         self.top_k_errors = imagenet.top_k_errors
-        self.train, self.evals = imagenet.loaders(
-            d["root"], d["augmentation"], batch_size=p["batch_size"] // world, workers=workers,
-            distributed=world > 1, seed=seed, size=d.get("size"),
-            limit=(d.get("train_images"), d.get("test_images")), eval_batch_size=p["bn_batch"])
-        # Per process, DistributedSampler pads the epoch to equal shares: batches per epoch are the same
-        # on every process, and each process's last one is as small on all.
-        self.per_epoch = len(self.train)
-        self.device, self.memory_format, self.world, self.dtype = device, memory_format, world, dtype
+        self.data = imagenet.ImageNet(d["root"], d["augmentation"], seed, d.get("size"),
+                                      (d.get("train_images"), d.get("test_images")))
+        self.order = Order(len(self.data.train), p["batch_size"], seed, p.get("batches", "per_epoch"))
+        self.per_epoch, self.test_images = self.order.per_epoch, len(self.data.val[imagenet.EVAL_CROPS[0]])
+        self.device, self.memory_format, self.dtype = device, memory_format, dtype
+        self.rank, self.world, self.workers, self.eval_batch = rank, world, workers, p["eval_batch_size"]
 
     def _to_device(self, x, y):
         return (x.to(self.device, self.dtype, non_blocking=True, memory_format=self.memory_format),
                 y.to(self.device, non_blocking=True))
 
     def batches(self, start: int):
-        epoch, skip = divmod(start, self.per_epoch)
-        while True:
-            self.train.sampler.set_epoch(epoch)
-            for i, (x, y) in enumerate(self.train):
-                if i >= skip:  # resuming mid-epoch: the same order, past what was already trained on
-                    yield *self._to_device(x, y), len(y) * self.world
-            epoch, skip = epoch + 1, 0
+        loader = self.data.train_loader(self.order, start, self.rank, self.world, self.workers)
+        for it, (x, y) in zip(itertools.count(start), loader):  # only images not trained on yet are read
+            yield *self._to_device(x, y), self.order.size(it)
+
+    def bn_batches(self, start: int, images: int):
+        count = _batches_for(images, self.order.n, self.order.batch_size)
+        for x, y in self.data.train_loader(self.order, start, self.rank, self.world, self.workers, count):
+            yield self._to_device(x, y)[0]
 
     def evaluate(self, model) -> dict:
         result = {}
-        for crop, loader in self.evals.items():
-            wrong, n = torch.zeros(2, device=self.device), 0
-            for x, y in loader:
+        for crop in self.data.val:
+            wrong = torch.zeros(2, device=self.device, dtype=torch.int64)
+            for x, y in self.data.eval_loader(crop, self.rank, self.world, self.eval_batch, self.workers):
                 x, y = self._to_device(x, y)
                 wrong += self.top_k_errors(model(x), y, ks=(1, 5)).to(self.device)
-                n += len(y)
-            result[f"test/top1_{crop}"], result[f"test/top5_{crop}"] = (100.0 * wrong / n).tolist()
+            top1, top5 = _summed(wrong, self.world)
+            n = len(self.data.val[crop])
+            result[f"test/top1_{crop}"], result[f"test/top5_{crop}"] = 100.0 * top1 / n, 100.0 * top5 / n
         return result
 
 
