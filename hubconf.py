@@ -9,7 +9,7 @@
     logits = net(images)  # images normalised per channel as reproduce/data/augment.py does
 
 Spec keys are those of params.yaml's experiments (reproduce/models/spec.py): dataset, depth, block,
-unit, shortcut (+ shortcut_scale, residual_scale, gate_bias, dropout_p), stride_on.
+unit, shortcut (+ shortcut_scale, residual_scale, gate_bias, dropout_p), stride_on, pool1.
 """
 dependencies = ["torch", "pydantic"]  # pydantic checks the spec (reproduce/models/spec.py)
 
@@ -47,5 +47,6 @@ def preact_resnet(depth, dataset, unit="full_preact", block=None, weights=None, 
 
 def computed(spec) -> dict:
     """What of a spec decides the network's function: not the memory knob, and a bottleneck's stride
-    where it lands (stride_on unset is the 1x1)."""
-    return {**spec.model_dump(exclude={"stride_on", "activation_checkpointing"}), "stride_on": spec.stride}
+    and ImageNet's stem pool where they land (unset: the 1x1, fb.resnet.torch's pool)."""
+    return {**spec.model_dump(exclude={"stride_on", "pool1", "activation_checkpointing"}), "stride_on": spec.stride,
+            "pool1": spec.stem_pool}

@@ -15,7 +15,7 @@ from reproduce.config import load_params, run_config
 from reproduce.errors import UserError
 from reproduce.models import UNITS, build_model, describe
 from reproduce.models import shortcuts as S
-from reproduce.models.batchnorm import group_batch_norm, layout as bn_layout
+from reproduce.models.batchnorm import group_batch_norm, layout as bn_layout, precise_statistics
 
 TABLE1_SHORTCUTS = [
     dict(shortcut="identity"),
@@ -128,6 +128,33 @@ def test_bottleneck_stride_follows_the_recipe(experiment, recipe, strides):
         assert _strides(build_model(**{**cfg.model, "depth": 50 if cfg.model["dataset"] == "imagenet" else 20})) == strides
 
 
+def test_pool1_windows_follow_the_recipe():
+    """[1]'s pool1: 3x3/2, no padding, ceil rounding; fb.resnet.torch: padding 1. Both give 56x56 from
+    224 (and 80x80 from 320), with the windows a pixel apart."""
+    caffe, torch_ = (build_model(dataset="imagenet", depth=50, pool1=p).stem[3] for p in ("caffe", "torch"))
+    assert (caffe.padding, caffe.ceil_mode, torch_.padding, torch_.ceil_mode) == (0, True, 1, False)
+    for size, out in ((112, 56), (160, 80)):
+        x = torch.arange(size * size, dtype=torch.float32).view(1, 1, size, size)
+        a, b = caffe(x), torch_(x)
+        assert a.shape[-1] == b.shape[-1] == out
+        assert a[0, 0, 0, 0] == x[0, 0, 2, 2] and b[0, 0, 0, 0] == x[0, 0, 1, 1]  # each window's largest pixel
+    assert describe(dataset="imagenet", depth=50)["pool1"] == "torch"
+    with pytest.raises(UserError, match="only ImageNet"):
+        build_model(dataset="cifar10", depth=20, block="basic", pool1="caffe")
+
+
+def test_activation_memory_per_image():
+    """Saved for backward, fp32, per 32x32 image: ResNet-110 8.1 MiB, -164 23.9, -1001 147 (counted on
+    shapes); activation checkpointing keeps far less."""
+    from reproduce.training.memory import activation_bytes
+
+    mib = {d: activation_bytes(tuple(sorted(dict(dataset="cifar10", depth=d, block=b, unit="full_preact").items())), 32)
+           / 2**20 for d, b in ((110, "basic"), (164, "bottleneck"), (1001, "bottleneck"))}
+    assert mib == pytest.approx({110: 8.07, 164: 23.9, 1001: 147.0}, rel=0.01)
+    light = dict(dataset="cifar10", depth=1001, block="bottleneck", unit="full_preact", activation_checkpointing=True)
+    assert activation_bytes(tuple(sorted(light.items())), 32) < mib[1001] * 2**20 / 4
+
+
 def test_imagenet_multiply_adds_are_those_of_1():
     """With the stride on the 1x1, ResNet-101/152 cost what [1]'s Table 1 says (7.6 and 11.3 G); on the
     3x3 they cost more (the later "ResNet v1.5"), and `describe` says where the stride is."""
@@ -140,21 +167,27 @@ def test_imagenet_multiply_adds_are_those_of_1():
         build_model(dataset="cifar10", depth=20, block="basic", stride_on="3x3")
 
 
-def test_training_bn_normalises_each_group_of_bn_batch_images():
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["NCHW", "channels-last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_training_bn_normalises_each_group_of_bn_batch_images(fmt, dtype):
     """The paper's per-GPU BN: a batch of 8 with bn_batch 4 is normalised as its two halves would be, each
-    on its own; the running statistics are the first half's; evaluation is plain BN with them."""
+    on its own, gradients included; the running statistics are the first half's; evaluation is plain BN
+    with them."""
     torch.manual_seed(0)
-    bn = nn.BatchNorm2d(3)
+    bn = nn.BatchNorm2d(3).to(dtype)
     nn.init.uniform_(bn.weight, 0.5, 1.5), nn.init.uniform_(bn.bias, -1, 1)
     alone = copy.deepcopy(bn)
     group_batch_norm(bn, batch_size=8, bn_batch=4)
-    x = (torch.randn(8, 3, 5, 5) * 3 + 1).requires_grad_()
+    x = (torch.randn(8, 3, 5, 5, dtype=dtype) * 3 + 1).contiguous(memory_format=fmt).requires_grad_()
     y = bn(x)
     by_hand = torch.cat([F.batch_norm(h, None, None, bn.weight, bn.bias, training=True) for h in x.chunk(2)])
     torch.testing.assert_close(y, by_hand)
-    grads = torch.autograd.grad((y * torch.arange(8.0)[:, None, None, None]).sum(), x)[0]
-    by_hand_grads = torch.autograd.grad((by_hand * torch.arange(8.0)[:, None, None, None]).sum(), x)[0]
-    torch.testing.assert_close(grads, by_hand_grads)
+    assert y.is_contiguous(memory_format=fmt)
+    weights = torch.arange(8.0, dtype=dtype)[:, None, None, None]
+    grads = torch.autograd.grad((y * weights).sum(), [x, bn.weight, bn.bias])
+    by_hand_grads = torch.autograd.grad((by_hand * weights).sum(), [x, bn.weight, bn.bias])
+    for g, h in zip(grads, by_hand_grads):
+        torch.testing.assert_close(g, h)
     alone(x[:4])
     torch.testing.assert_close(bn.running_mean, alone.running_mean)
     torch.testing.assert_close(bn.running_var, alone.running_var)
@@ -162,6 +195,27 @@ def test_training_bn_normalises_each_group_of_bn_batch_images():
     bn.eval(), alone.eval()
     torch.testing.assert_close(bn(x), alone(x))
     assert set(bn.state_dict()) == set(nn.BatchNorm2d(3).state_dict())
+
+
+def test_precise_statistics_average_each_groups_mean_and_variance():
+    """[1]'s after-training statistics: every BN layer's running mean and variance become the averages,
+    over the batches, of each group's batch mean and unbiased variance (by hand on the first BN)."""
+    torch.manual_seed(0)
+    model = build_model(dataset="cifar10", depth=8, block="basic", unit="original").train()
+    group_batch_norm(model, batch_size=8, bn_batch=4)
+    batches = [torch.randn(8, 3, 12, 12) * 2 + 1 for _ in range(3)]
+    first = model.stem[1]  # conv1's BN: its input is conv1's output
+    stats = []
+    for x in batches:
+        h = model.stem[0](x).detach()
+        stats += [(part.mean((0, 2, 3)), part.var((0, 2, 3))) for part in h.chunk(2)]
+    precise_statistics(model, batches)
+    torch.testing.assert_close(first.running_mean, torch.stack([m for m, _ in stats]).mean(0))
+    torch.testing.assert_close(first.running_var, torch.stack([v for _, v in stats]).mean(0))
+    assert model.training  # as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    precise_statistics(model, batches)  # a function of the batches alone
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if "running" in k)
 
 
 @pytest.mark.parametrize("batch,bn_batch,world,layout", [(128, 64, 1, (2, 1)), (128, 64, 2, (1, 1)),

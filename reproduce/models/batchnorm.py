@@ -6,25 +6,64 @@ BN layer of a network do the same: in training, the global batch is cut into con
 protocol's `bn_batch` samples (the number of groups stays fixed, so a short last batch is split the
 same way, as DataParallelTable splits it) and each group is normalised with its own statistics.
 
-- One process holding several groups normalises each on its own (ghost batch norm).
-- A group spread over several processes (more processes than groups) sums its statistics over them.
+- One process holding several groups normalises each on its own (ghost batch norm) at about the cost
+  of one BN: `batch_norm` runs on each group's slice and writes into its slice of one output (no
+  concatenation), and backward likewise.
+- A group spread over several processes sums its statistics over them: one all-reduce per layer
+  (the traceable functional collective, so torch.compile keeps it in its graph).
 
-Running statistics follow the first group only: fb.resnet.torch saves, and tests, the first GPU's
-replica (checkpoints.lua: `model:get(1)` of the DataParallelTable), as Caffe tests with the root
-solver's net; DDP broadcasts rank 0's buffers likewise, so every layout ends with the same ones.
-Evaluation uses them as any BN layer does: the state dict is that of nn.BatchNorm2d.
+Running statistics follow the first group only, as DDP keeps rank 0's buffers and fb.resnet.torch saves
+the first GPU's replica (checkpoints.lua); fb's test passes split each test batch over the GPUs, each
+normalising its share with its own replica's statistics, which is not emulated here. [1]'s statistics
+after training ("average (not moving average) on a sufficiently large training batch after the training
+procedure", deep-residual-networks README) are `precise_statistics`.
 """
+import contextlib
+
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
 
 
+class _GhostNorm(torch.autograd.Function):
+    """Each of `groups` consecutive slices of x normalised with its own batch statistics; the first one
+    moves the running statistics (in the kernel, as nn.BatchNorm2d's do)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, groups, eps):
+        out, parts = torch.empty_like(x), x.chunk(groups)  # (a batch smaller than `groups`: fewer parts)
+        stats = torch.empty(2, len(parts), x.size(1), device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
+        for k, (part, into) in enumerate(zip(parts, out.chunk(groups))):
+            first = k == 0 and running_mean is not None
+            torch.ops.aten.native_batch_norm.out(part, weight, bias, running_mean if first else None,
+                                                 running_var if first else None, True, momentum, eps, out=into,
+                                                 save_mean=stats[0, k], save_invstd=stats[1, k])
+        ctx.save_for_backward(x, weight, stats)
+        ctx.groups, ctx.eps = groups, eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, stats = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=_format(x))
+        grad_x, grads = torch.empty_like(x), torch.empty(2, stats.size(1), x.size(1), device=x.device, dtype=weight.dtype)
+        for k, (g, part, into) in enumerate(zip(grad.chunk(ctx.groups), x.chunk(ctx.groups), grad_x.chunk(ctx.groups))):
+            torch.ops.aten.native_batch_norm_backward.out(g, part, weight, None, None, stats[0, k], stats[1, k], True,
+                                                          ctx.eps, [True, True, True], out0=into, out1=grads[0, k],
+                                                          out2=grads[1, k])
+        return grad_x, grads[0].sum(0), grads[1].sum(0), None, None, None, None, None
+
+
+def _format(x):
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
 class GroupBatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d whose training statistics are those of each of `groups` slices of its input, or of
-    the input of every process in `process_group` together."""
+    """nn.BatchNorm2d whose training statistics are those of each of `groups` consecutive slices of its
+    input, or of the input of every process in `process_group` together."""
 
     groups: int = 1
     process_group = None
@@ -34,32 +73,103 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if self.process_group is not None:
             return self._across_processes(x)
-        first, *rest = x.chunk(self.groups)
-        # The first group moves the running statistics (and honours checkpointing's frozen momentum).
-        out = [super().forward(first)] + [F.batch_norm(part, None, None, self.weight, self.bias, True, 0.0,
-                                                       self.eps) for part in rest]
-        return torch.cat(out)
+        momentum = 0.0
+        if self.track_running_stats:  # as nn.BatchNorm2d: a momentum of None averages every batch so far
+            self.num_batches_tracked.add_(1)
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        return _GhostNorm.apply(x.contiguous(memory_format=_format(x)), self.weight, self.bias,
+                                self.running_mean if self.track_running_stats else None,
+                                self.running_var if self.track_running_stats else None, momentum, self.groups,
+                                self.eps)
+
+    def _track(self, mean, var):
+        """Move the running statistics toward (mean, unbiased var) as nn.BatchNorm2d would; a momentum of 0
+        (checkpointing's recompute) leaves them."""
+        if not self.track_running_stats:
+            return
+        self.num_batches_tracked.add_(1)
+        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(var.to(self.running_var.dtype), factor)
+
+    def group_sums(self, x):
+        """(mean, biased var, count) of the whole group across its processes, with autograd: one
+        all-reduce of [sum, sum of squares, count], shifted by the running mean (the same on every
+        process: DDP broadcasts rank 0's buffers) so that the variance loses no digits."""
+        from torch.distributed._functional_collectives import all_reduce
+
+        c = x.size(1)
+        d = x - self.running_mean.detach().to(x.dtype)[None, :, None, None]
+        count = x.new_full((1,), x.numel() // c)  # a fill on the device: no host-to-device copy
+        total = all_reduce(torch.cat([d.sum((0, 2, 3)), d.pow(2).sum((0, 2, 3)), count]), "sum", self.process_group)
+        n = total[-1]
+        shifted = total[:c] / n
+        return self.running_mean.detach().to(x.dtype) + shifted, total[c:2 * c] / n - shifted.pow(2), n
 
     def _across_processes(self, x):
-        """Batch statistics of the whole group: sums over its processes (autograd flows through them)."""
-        from torch.distributed.nn.functional import all_reduce
-
         dtype = x.dtype
         x = x.to(torch.promote_types(dtype, torch.float32))  # statistics in fp32 at least (bf16 autocast)
-        count = torch.tensor(float(x.numel() // x.size(1)), device=x.device)
-        total = all_reduce(torch.cat([x.sum((0, 2, 3)), count[None]]), group=self.process_group)
-        n = total[-1]
-        mean = total[:-1] / n
-        centred = x - mean[None, :, None, None]
-        var = all_reduce(centred.pow(2).sum((0, 2, 3)), group=self.process_group) / n
-        if self.track_running_stats:
-            with torch.no_grad():
-                momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked + 1)
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(var.detach() * n / (n - 1), momentum)  # unbiased, as BN keeps it
-                self.num_batches_tracked += 1
+        mean, var, n = self.group_sums(x)
+        with torch.no_grad():
+            self._track(mean, var * n / (n - 1).clamp_min(1))
         scale = torch.rsqrt(var + self.eps) * self.weight
-        return (centred * scale[None, :, None, None] + self.bias[None, :, None, None]).to(dtype)
+        return ((x - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]).to(dtype)
+
+
+def _mean_var(x):
+    """Per channel: mean and unbiased variance of a batch (what BN's running statistics take)."""
+    var, mean = torch.var_mean(x.to(torch.promote_types(x.dtype, torch.float32)), dim=(0, 2, 3), correction=1)
+    return mean, var
+
+
+def group_statistics(bn: nn.BatchNorm2d, x):
+    """[groups, C] means and unbiased variances of the groups `bn` normalises `x` in, in training."""
+    if getattr(bn, "process_group", None) is not None:
+        mean, var, n = bn.group_sums(x.to(torch.promote_types(x.dtype, torch.float32)))
+        return mean[None], (var * n / (n - 1).clamp_min(1))[None]
+    means, variances = zip(*(_mean_var(part) for part in x.chunk(getattr(bn, "groups", 1))))
+    return torch.stack(means), torch.stack(variances)
+
+
+@torch.no_grad()
+def precise_statistics(model: nn.Module, batches, world: int = 1, autocast=None):
+    """[1]'s BN statistics after training: each BN layer's running mean and variance become the averages,
+    over `batches` of training images in training mode, of every group's batch mean and unbiased
+    variance (what a group normalises with in training, and what BN's running statistics take). With
+    several processes, the averages are over the groups of all of them."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums = {m: [0.0, 0.0, 0] for m in bns}
+
+    def add(m, inputs):
+        mean, var = group_statistics(m, inputs[0])
+        s = sums[m]
+        s[0], s[1], s[2] = s[0] + mean.sum(0), s[1] + var.sum(0), s[2] + len(mean)
+
+    hooks = [m.register_forward_pre_hook(add) for m in bns]
+    mode = model.training
+    try:
+        model.train()
+        for x in batches:
+            with autocast or contextlib.nullcontext():  # the run's precision (bf16 images need autocast)
+                model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(mode)
+    for m, (mean, var, k) in sums.items():
+        if not k:
+            raise UserError("no training batches for BN's after-training statistics (bn_stats_images)")
+        total = torch.cat([mean, var, mean.new_full((1,), k)])
+        if world > 1:
+            dist.all_reduce(total)
+        c = m.num_features
+        m.running_mean.copy_(total[:c] / total[-1])
+        m.running_var.copy_(total[c:2 * c] / total[-1])
+
+
+def bn_buffers(model: nn.Module) -> dict:
+    """Copies of every BN layer's running statistics, by state-dict name."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
 
 
 def layout(batch_size: int, bn_batch: int, world: int) -> tuple[int, int]:

@@ -20,9 +20,6 @@ class ResNet(nn.Module):
         self.stem = nn.Sequential(*stem)
         self.stages = nn.Sequential(*(nn.Sequential(*units) for units in stages))
         self.final = nn.Sequential(*final)
-        # Global pooling equals the authors' 8x8 (CIFAR) / 7x7 (ImageNet) average pool at training
-        # size, and lets the fully convolutional net be tested on 320x320 crops (Table 5).
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(features, classes)
         self.activation_checkpointing = activation_checkpointing
 
@@ -47,7 +44,10 @@ class ResNet(nn.Module):
             x = last(x)
         else:
             x = self.stages(x)
-        return self.fc(torch.flatten(self.pool(self.final(x)), 1))
+        # Global average pooling equals the authors' 8x8 (CIFAR) / 7x7 (ImageNet) pool at training
+        # size, and lets the fully convolutional net be tested on 320x320 crops (Table 5). A mean over
+        # H, W rather than AdaptiveAvgPool2d: its CUDA backward is nondeterministic (same bits on a CPU).
+        return self.fc(self.final(x).mean((2, 3)))
 
 
 def _forward_once(segment, x):
@@ -108,7 +108,8 @@ def build_model(**spec) -> ResNet:
     if spec.dataset == "imagenet":
         # conv1 7x7/2, BN, ReLU, max-pool (models/resnet.lua and models/preresnet.lua alike); the
         # first stage's first unit then needs no pre-activation ('no_preact').
-        stem = [conv(3, 64, 7, 2), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+        pool = nn.MaxPool2d(3, 2, 0, ceil_mode=True) if spec.stem_pool == "caffe" else nn.MaxPool2d(3, 2, 1)
+        stem = [conv(3, 64, 7, 2), nn.BatchNorm2d(64), nn.ReLU(), pool]
         counts, widths, strides = IMAGENET_STAGES[spec.depth], (256, 512, 1024, 2048), (1, 2, 2, 2)
         first_input, cin = ("none", "shared", "shared", "shared"), 64
     else:
@@ -163,6 +164,7 @@ def describe(**spec) -> dict:
     return {
         **spec.model_dump(exclude_none=True),
         **({"stride_on": spec.stride} if spec.stride else {}),
+        **({"pool1": spec.stem_pool} if spec.stem_pool else {}),
         "input_size": spec.input_size,
         "params": sum(p.numel() for p in model.parameters()),
         "multiply_adds": counter.get_total_flops() // 2,  # the counter reports 2 FLOPs per multiply-add

@@ -37,6 +37,10 @@ class ModelSpec(BaseModel):
     # [1]'s released Caffe models on ImageNet, e.g. res3a_branch2a) or the 3x3 (fb.resnet.torch
     # models/preresnet.lua and resnet.lua, the later "ResNet v1.5"). Bottleneck networks only.
     stride_on: Optional[Literal["1x1", "3x3"]] = Field(None, description="bottleneck: conv with the stride (1x1)")
+    # ImageNet's stem max-pool, 3x3 stride 2 either way: "caffe" as [1]'s prototxts (pool1: no padding,
+    # Caffe's ceil rounding), "torch" as fb.resnet.torch (padding 1, floor): the same 56x56 output from
+    # 224, the windows a pixel apart. ImageNet only.
+    pool1: Optional[Literal["caffe", "torch"]] = Field(None, description="ImageNet stem max-pool (torch)")
     activation_checkpointing: bool = Field(False, description="recompute units in backward: less memory, more time")
 
     @model_validator(mode="after")
@@ -56,6 +60,8 @@ class ModelSpec(BaseModel):
                 examples = ", ".join(str(d) for d in range(k + 2, 1203, k) if d in PAPER_DEPTHS) or k + 2
                 raise ValueError(f"depth: {self.depth} is not {k}n+2 for block '{self.block}' "
                                  f"(e.g. {examples})")
+        if self.pool1 is not None and self.dataset != "imagenet":
+            raise ValueError(f"pool1: only ImageNet networks have a stem max-pool (dataset '{self.dataset}')")
         if self.stride_on is not None and self.block != "bottleneck":
             raise ValueError(f"stride_on: only bottleneck units have a 1x1 and a 3x3 conv (block '{self.block}')")
         allowed = SHORTCUT_PARAMS[self.shortcut]
@@ -71,6 +77,11 @@ class ModelSpec(BaseModel):
     def stride(self) -> Optional[str]:
         """The conv carrying a bottleneck stage's stride: stride_on, else the first 1x1 (resnet-pre-act.lua, [1])."""
         return (self.stride_on or "1x1") if self.block == "bottleneck" else None
+
+    @property
+    def stem_pool(self) -> Optional[str]:
+        """ImageNet's stem max-pool: pool1, else fb.resnet.torch's (padding 1)."""
+        return (self.pool1 or "torch") if self.dataset == "imagenet" else None
 
     @property
     def classes(self) -> int:
