@@ -67,9 +67,9 @@ def experiment_info(params_path, experiment, spec) -> dict:
     cfg = run_config(load_params(params_path), experiment)
     p = cfg.protocol
     images = 1_281_167 if cfg.model["dataset"] == "imagenet" else 50_000
-    iterations = schedule(p, epoch_batches(images, p["batch_size"]))[0] if cfg.profile == "paper" else None
+    iterations = schedule(p, epoch_batches(images, p["batch_size"], p["batches"]))[0] if cfg.profile == "paper" else None
     return {"experiment": experiment, "recipe": cfg.recipe, **describe(**cfg.model),
-            **{k: p[k] for k in ("batch_size", "bn_batch", "sgd", "batches") if k in p},
+            **{k: p[k] for k in ("batch_size", "bn_batch", "sgd", "batches", "bn_stats", "bn_stats_images") if k in p},
             **({"iterations": iterations} if iterations else {}), "precision": cfg.precision}
 
 

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -48,13 +49,28 @@ def load_json(path):
 
 def save_torch(path, obj):
     """torch.save, atomically, through a file object: the bytes don't depend on the temporary file's
-    name (a path would name the zip's records after it), so DVC sees the same hash for the same content."""
+    name (a path would name the zip's records after it), nor on which equal strings happen to be one
+    object (pickle writes a shared one once), so DVC sees the same hash for the same content."""
     import torch  # here: the modules that only read params and CSVs don't need it
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            torch.save(_interned(obj), f)
     atomic_write(path, write)
+
+
+def _interned(obj):
+    """`obj` with every string of its dicts, lists and tuples interned (equal strings: one object)."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        new = type(obj)((_interned(k), _interned(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state dict's module versions, which load_state_dict reads
+            new._metadata = obj._metadata
+        return new
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_interned(v) for v in obj)
+    return obj
 
 
 def file_hash(path, algorithm="sha256") -> str:

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -197,6 +198,41 @@ def test_two_gloo_processes_train_like_one(study, bn_batch, checkpointing):
     assert one["test_error"] == two["test_error"]
 
 
+def test_a_two_process_dropout_run_resumes_each_process_own_random_stream(study):
+    """The dropout shortcut draws its masks from each process's own RNG (rank 0's is a single process's):
+    killed after a checkpoint and resumed, a two-process run ends with an uninterrupted one's weights,
+    because every process restores its own RNG state, not rank 0's."""
+    write_params(study, {"tiny": {**TINY["tiny"], "unit": "original", "shortcut": "dropout"}},
+                 **{"cifar.iterations": 300, "cifar.milestones": [150, 250], "cifar.eval_every": 150})
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(out):
+        return subprocess.Popen([*torchrun, "-m", "reproduce", "train", "--experiment", "tiny", "--seed", "0",
+                                 *apart(out)], cwd=study, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+    assert start("runs/whole").wait() == 0
+    proc = start("runs/killed")
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        found = list((study / "runs" / "killed-ck").glob("*.pt"))
+        if found and torch.load(found[0], weights_only=False)["iteration"] >= 10:
+            break
+        time.sleep(0.05)
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]  # torchrun, its processes
+    for p in tree:
+        p.kill()
+    psutil.wait_procs(tree, timeout=30)
+    proc.wait()
+    saved = torch.load(next((study / "runs" / "killed-ck").glob("*.pt")), weights_only=False)
+    assert saved["iteration"] < 300  # killed while it trained
+    assert len(saved["rng"]) == 2 and not torch.equal(saved["rng"][0]["torch"], saved["rng"][1]["torch"])
+    assert start("runs/killed").wait() == 0
+    a, b = _weights(study / "runs" / "whole" / "seed0"), _weights(study / "runs" / "killed" / "seed0")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("experiment,form", [("t1_exclusive_gate_b6", "caffe"), ("r1001_full_preact_b64", "nesterov")])
 def test_the_optimizer_follows_the_recipe_and_spares_the_gates_bias(experiment, form):
     """Caffe's solver (paper recipe): plain momentum; fb.resnet.torch train.lua: Nesterov. Weight decay on
@@ -264,7 +300,7 @@ def test_a_run_trains_on_the_gpu(study, precision):
 @pytest.mark.gpu
 def test_fp32_means_no_tf32_on_the_gpu():
     from reproduce.config import Speed
-    from reproduce.training.loop import setup_device
+    from reproduce.training.speed import setup_device
 
     setup_device(Speed(device="cuda", precision="fp32"))
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32

@@ -43,7 +43,10 @@ def test_evaluate_gives_exactly_the_recorded_final_errors(study):
     result = json.loads((study / "reports" / "evaluations" / "tiny-seed0.json").read_text())
     m = recorded(study)
     assert m["memory_format"] == "channels_last"
-    assert result["errors"] == {"test_error": m["test_error"]} and result["equal"] is True
+    # both BN statistics, each as recorded, and the headline the recipe (paper: after training) picks
+    keys = ("test_error", "test_error_moving", "test_error_precise")
+    assert result["errors"] == {k: m[k] for k in keys} and result["equal"] is True and result["tolerance"] == 0
+    assert m["test_error"] == m["test_error_precise"] != m["test_error_moving"]
     assert result["weights_sha256"] == m["weights_sha256"]
     assert "equal" in out.stdout and "weights sha256 matches" in out.stdout
     # --weights: the same file, another output

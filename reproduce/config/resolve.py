@@ -36,8 +36,11 @@ def run_config(params: Params, experiment: str) -> RunConfig:
     model.pop("activation_checkpointing", None)  # a memory knob, not part of what the network computes
     if exp.activation_checkpointing:
         model["activation_checkpointing"] = True
+    recipe = params.recipes[exp.recipe]
     if exp.block == "bottleneck" and not exp.stride_on:  # CIFAR: resnet-pre-act.lua's 1x1 in both recipes
-        model["stride_on"] = params.recipes[exp.recipe].imagenet_stride if imagenet else "1x1"
+        model["stride_on"] = recipe.imagenet_stride if imagenet else "1x1"
+    if imagenet and not exp.pool1:
+        model["pool1"] = recipe.imagenet_pool1
     protocol = params.protocol(exp)
     data = {"augmentation": exp.augmentation, "root": params.data.imagenet.root} if imagenet \
         else {"path": f"data/{exp.dataset}.pt"}

@@ -31,6 +31,9 @@ class Optim(Strict):
     # (by ~e^-3.2 over 32k iterations at lr 0.1), so b_g is not decayed (the gate's conv weights are).
     weight_decay_gate_bias: bool = False
     eval_batch_size: PositiveInt = 1000
+    # BN's after-training statistics (`bn_stats: precise`, training/loop.py): averaged over this many
+    # training images, as they are augmented for training, in the BN groups training uses.
+    bn_stats_images: PositiveInt = 50000
     log_every: PositiveInt = 100  # iterations between training-loss/error points (one host sync each)
     eval_every: PositiveInt  # a multiple of log_every
     checkpoint_every: PositiveInt = 1000  # a multiple of log_every
@@ -68,8 +71,12 @@ class Recipe(Strict):
     """What the two implementations behind the paper's numbers do differently (params.yaml `recipes:`)."""
 
     sgd: Literal["caffe", "torch", "nesterov"]  # the momentum update's form (training/optim.py)
-    batches: Literal["continuous", "per_epoch"]  # CIFAR: across epoch ends (Caffe) or one epoch at a time
+    batches: Literal["continuous", "per_epoch"]  # across epoch ends (Caffe) or one epoch at a time (data/order.py)
     imagenet_stride: Literal["1x1", "3x3"]  # stride_on of ImageNet bottlenecks
+    imagenet_pool1: Literal["caffe", "torch"]  # ImageNet's stem max-pool (models/spec.py `pool1`)
+    # The test error reported: BN's moving averages, or statistics averaged over training images after
+    # training (both are recorded for every run)
+    bn_stats: Literal["moving", "precise"]
 
 
 class Speed(Strict):
@@ -81,6 +88,10 @@ class Speed(Strict):
     # true: torch.compile's default mode; "reduce-overhead" adds CUDA graphs (GPU; a CPU ignores them)
     compile: Literal["auto", False, True, "reduce-overhead", "max-autotune"] = "auto"
     threads: Union[Literal["auto"], PositiveInt] = "auto"  # torch's intra-op threads
+    # GPU: cuDNN's deterministic algorithms, no autotuning, deterministic torch ops: a resumed run ends
+    # bit for bit as an uninterrupted one (slower); a CPU is deterministic anyway
+    deterministic: bool = False
+    collective_timeout_min: PositiveInt = 30  # a process waits this long for the others (NCCL's default: 10)
 
 
 class Experiment(ModelSpec):
@@ -145,15 +156,20 @@ def _distinct(seeds):
     return seeds
 
 
-class CifarRun(CifarProtocol):
-    """One CIFAR run's protocol: the `cifar:` section, its recipe's choices and the experiment's own."""
+class FromRecipe(Strict):
+    """What a run's protocol takes from its recipe."""
 
     sgd: Literal["caffe", "torch", "nesterov"]
     batches: Literal["continuous", "per_epoch"]
+    bn_stats: Literal["moving", "precise"]
 
 
-class ImageNetRun(ImageNetProtocol):
-    sgd: Literal["caffe", "torch", "nesterov"]
+class CifarRun(CifarProtocol, FromRecipe):
+    """One CIFAR run's protocol: the `cifar:` section, its recipe's choices and the experiment's own."""
+
+
+class ImageNetRun(ImageNetProtocol, FromRecipe):
+    """One ImageNet run's protocol: the `imagenet:` section, its recipe's choices and the experiment's own."""
 
 
 class Params(Strict):
@@ -186,10 +202,10 @@ class Params(Strict):
 
     def protocol(self, exp: Experiment) -> dict:
         """The dataset's protocol, then what the experiment's recipe sets, then the experiment's own keys."""
-        recipe = self.recipes[exp.recipe]
+        recipe = self.recipes[exp.recipe].model_dump(include=set(FromRecipe.model_fields))
         if exp.dataset == "imagenet":
-            return {**self.imagenet.model_dump(), "sgd": recipe.sgd, **exp.protocol}
-        p = {**self.cifar.model_dump(), "sgd": recipe.sgd, "batches": recipe.batches, **exp.protocol}
+            return {**self.imagenet.model_dump(), **recipe, **exp.protocol}
+        p = {**self.cifar.model_dump(), **recipe, **exp.protocol}
         if p.get("epochs"):  # a schedule in epochs replaces the iterations (CifarProtocol.epochs)
             p.pop("iterations")
         return p

@@ -7,7 +7,8 @@ def smoke(s: Smoke, model: dict, protocol: dict, data: dict, imagenet: bool, blo
     groups = protocol["batch_size"] // protocol["bn_batch"]
     batch = min(protocol["batch_size"], s.batch_size)
     model["depth"] = s.imagenet_depth if imagenet else s.depth[block]
-    protocol.update(batch_size=batch, bn_batch=max(1, batch // groups), eval_batch_size=s.test_images)
+    protocol.update(batch_size=batch, bn_batch=max(1, batch // groups), eval_batch_size=s.test_images,
+                    bn_stats_images=min(protocol["bn_stats_images"], s.train_images))
     if imagenet:
         protocol.update(epochs=2, milestones=[1], workers=0, log_every=1, eval_every=1, checkpoint_every=1)
         data.update(size=s.imagenet_size)

@@ -25,8 +25,8 @@ from .stats import (DELTA_SDS, LEVEL, TEST_IMAGES, against_paper, binomial_sd, e
 FAIL_ERROR_PCT = 20.0
 RESULT_COLUMNS = ["table", "row", "column", "metric", "recipe", "experiment", "paper", "median", "ci_low", "ci_high",
                   "ci_coverage", "paper_in_ci", "difference", "delta", "noise_sd", "p_equivalent", "p_different",
-                  "mean", "std", "p_vs_paper", "runs", "failed", "status", "reason", "command", "compute_hours",
-                  "hardware"]
+                  "mean", "std", "p_vs_paper", "runs", "failed", "status", "median_moving", "median_precise",
+                  "bn_stats_difference", "reason", "command", "compute_hours", "hardware"]
 
 
 def summarize(errors: np.ndarray) -> dict:
@@ -37,6 +37,12 @@ def summarize(errors: np.ndarray) -> dict:
     return {"median": float(np.median(errors)) if len(errors) else math.nan, "ci_low": low, "ci_high": high,
             "ci_coverage": coverage, "mean": finite.mean(), "std": finite.std(), "runs": len(errors),
             "failed": int(np.isinf(errors).sum())}
+
+
+def _median(errors) -> float:
+    """The median of a run's errors over seeds, NaN for runs that did not record this metric."""
+    errors = errors[~np.isnan(errors)]
+    return float(np.median(errors)) if len(errors) else math.nan
 
 
 def tests(paper: str, errors, dataset: str) -> dict:
@@ -100,7 +106,10 @@ def cell_row(runs, name, key, paper: str, dataset: str, paper_mean=math.nan, pap
     # 5 falls outside our 5 seeds' [min, max] one time in six (README).
     inside = bool(summary["ci_low"] <= printed <= summary["ci_high"]) if summary["ci_coverage"] and printed == printed \
         else None
+    both = {v: _median(seed_errors(runs, [name], f"{key}_{v}").to_numpy()) for v in ("moving", "precise")}
     return {"experiment": name, "paper": paper, **summary, "paper_in_ci": inside,
+            "median_moving": both["moving"], "median_precise": both["precise"],
+            "bn_stats_difference": both["precise"] - both["moving"],
             "difference": summary["median"] - printed, **judged,
             "p_vs_paper": against_paper(summary["mean"], summary["std"], summary["runs"] - summary["failed"],
                                         paper_mean, paper_std),

@@ -8,8 +8,11 @@ import pandas as pd
 
 from ..config import Params, run_config
 
-METRIC_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "test_top1_center320",
-               "test_top5_center320"]
+HEADLINE_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "test_top1_center320",
+                 "test_top5_center320"]
+# Each with BN's moving averages and with the after-training statistics (training/final.py); the
+# headline is the recipe's choice of the two.
+METRIC_KEYS = HEADLINE_KEYS + [f"{k}_{v}" for v in ("moving", "precise") for k in HEADLINE_KEYS]
 RUN_COLUMNS = ["experiment", "seed", "status", "current", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
                "train_loss", "train_error", *METRIC_KEYS, "wall_s", "processes", "device", "precision",
                "iterations", "params", "memory_format", "weights_sha256", "digest", "command"]

@@ -7,7 +7,6 @@ the run, stays: started again, a finished run writes its outputs from it without
 whose training loss becomes NaN/inf stops, is recorded as `failed` with the iteration, and exits 0.
 """
 import math
-import os
 import time
 from pathlib import Path
 
@@ -16,14 +15,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import checkpoint, speed as knobs
+from . import checkpoint, final, speed as knobs
 from ..config import RunConfig, Speed
+from ..data.order import seed_for
 from ..data.sources import make_source
-from ..errors import UserError
 from ..files import load_json, save_torch, sha256, write_json
 from ..logs import Curves
 from ..models import build_model
 from ..models.batchnorm import group_batch_norm
+from .memory import check_fits
 from .optim import make_optimizer
 from .schedule import lr_at, schedule
 
@@ -59,25 +59,6 @@ def compiled(net, setting):
     return torch.compile(net, mode=None if setting is True else setting) if setting else net
 
 
-def setup_device(speed: Speed):
-    knobs.set_threads(speed.threads)
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    want = speed.device
-    if want == "cuda" and not torch.cuda.is_available():
-        raise UserError("speed.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means fp32.
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = speed.precision == "tf32"
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return device, rank, world
-
-
 def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Path = Path("checkpoints"),
           curves_dir: Path | None = None) -> dict:
     """One run: metrics.json and model.pt into `out`, DVCLive curves into `curves_dir` (default out/curves)."""
@@ -86,23 +67,27 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     if done.exists() and load_json(done).get("digest") == digest:
         print(f"{out}: finished already; nothing to do")
         return load_json(done)
-    device, rank, world = setup_device(speed)
+    device, rank, world = knobs.setup_device(speed)
     p = cfg.protocol
     torch.manual_seed(seed)
     fmt = knobs.memory_format(speed.channels_last, device)
+    check_fits(cfg, device, world)
     model, opt = network(cfg.model, p, cfg.precision, device, fmt, rank, world)
+    if rank:  # every process its own random stream (dropout), rank 0 the one a single process has
+        torch.manual_seed(seed_for("rank", seed, rank))
     source = make_source(cfg, seed, device, rank, world, fmt, knobs.images_dtype(cfg.precision),
                          knobs.workers(p.get("workers", 0)))
     total, milestones = schedule(p, source.per_epoch)
     ckpt_path = checkpoint_dir / f"{cfg.experiment}-seed{seed}-{digest}.pt"
     state, start, elapsed, last, history = checkpoint.load(ckpt_path, digest), 0, 0.0, {}, []
-    status, failed_at = "finished", None
+    status, failed_at, done_at_end = "finished", None, {}
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        checkpoint.set_rng_state(state["rng"])
+        checkpoint.set_rng_state(state["rng"], rank, device)
         start, elapsed, last, history = state["iteration"], state["elapsed"], state["last"], state["curves"]
         status, failed_at = state.get("status", status), state.get("failed_at")
+        done_at_end = {k: state[k] for k in ("final", "bn_buffers") if k in state}
         if status == "failed":
             start = total  # recorded as failed: never trained again
         if rank == 0:
@@ -121,10 +106,13 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     t0 = time.time() - elapsed
 
     def save_state(iteration, **extra):
-        save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "rng": checkpoint.rng_state(), "iteration": iteration,
-                                    "elapsed": time.time() - t0, "digest": digest, "last": last,
-                                    "curves": curves.history, "config": cfg.model_dump(), "seed": seed, **extra})
+        """The resumable state (every process takes part: the RNG states are gathered; rank 0 writes)."""
+        rng = checkpoint.rng_states(device, world)
+        if rank == 0:
+            save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng,
+                                   "iteration": iteration, "elapsed": time.time() - t0, "digest": digest,
+                                   "last": last, "curves": curves.history, "config": cfg.model_dump(),
+                                   "seed": seed, **done_at_end, **extra})
     model.train()
     for it, (x, y, images) in zip(range(start, total), source.batches(start)):
         lr = lr_at(it, p, milestones)
@@ -152,18 +140,23 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         if curves:
             curves.log(it + 1, {"train/loss": last["train/loss"], "train/error": last["train/error"], "lr": lr})
         if (it + 1) % p["eval_every"] == 0 or it + 1 == total:
-            test = evaluate(model, source, autocast, rank, world)
+            test = final.evaluate(model, source, autocast)
             last.update(test)
             if curves:
                 curves.log(it + 1, test)
-            model.train()
-        if rank == 0 and ((it + 1) % p["checkpoint_every"] == 0 or it + 1 == total):
+        if (it + 1) % p["checkpoint_every"] == 0 or it + 1 == total:
             save_state(it + 1)
     bar.close()
-    if rank != 0:
-        return {}
     if status == "failed" and start < total:  # failed in this call: its state says so from now on
         save_state(total, status=status, failed_at=failed_at)
+    if status == "finished" and not done_at_end:  # once, after the last checkpoint: a kill here redoes only this
+        moving = {k: v for k, v in last.items() if k.startswith("test/")}
+        errors, buffers = final.both_statistics(model, source, autocast, world, moving, total, p["bn_stats_images"])
+        done_at_end.update(final=errors, bn_buffers=buffers)
+        save_state(total)
+    if rank != 0:
+        return {}
+    headline = p.get("bn_stats", "moving")  # (runs from before both were recorded: moving)
     metrics = {"status": status, "failed_at": failed_at, "experiment": cfg.experiment, "seed": seed,
                "profile": cfg.profile, "recipe": cfg.recipe, "digest": digest, "iterations": total,
                "precision": cfg.precision,
@@ -173,31 +166,13 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
                "memory_format": "channels_last" if fmt == torch.channels_last else "contiguous"}
     metrics["params"] = sum(q.numel() for q in model.parameters())  # (multiply-adds: `describe`)
     if status == "finished":
-        metrics.update(metric_names(last))
-    save_torch(out / "model.pt", {"model": model.state_dict(), "config": cfg.model_dump(),
-                                       "seed": seed, "status": status})
+        metrics.update(final.metric_names({k: v for k, v in last.items() if k.startswith("train/")}))
+        metrics.update(final.recorded_errors(done_at_end["final"], headline))
+    weights = final.weights_state(model, done_at_end["bn_buffers"], headline) if status == "finished" else \
+        {"model": model.state_dict()}
+    save_torch(out / "model.pt", {**weights, "config": cfg.model_dump(), "seed": seed, "status": status})
     metrics["weights_sha256"] = sha256(out / "model.pt")  # what a downloaded copy is checked against
     write_json(done, metrics)
     print(f"{out}: {status}" + (f" at iteration {failed_at} (non-finite loss)" if failed_at else
-                               f", {', '.join(f'{k} {v:.2f}%' for k, v in last.items() if 'error' in k)}"))
+                               ", " + ", ".join(f"{k} {v:.2f}%" for k, v in metrics.items() if k.startswith("test_"))))
     return metrics
-
-
-def metric_names(values: dict) -> dict:
-    """Curve names ("test/error") as metrics.json keys ("test_error")."""
-    return {k.replace("/", "_"): v for k, v in values.items()}
-
-
-@torch.no_grad()
-def evaluate(model, source, autocast, rank, world) -> dict:
-    """Test errors of the final network (the paper reports the final error, not the best)."""
-    result = {}
-    if rank == 0:
-        model.eval()
-        with autocast:
-            result = source.evaluate(model)
-    if world > 1:
-        box = [result]
-        dist.broadcast_object_list(box, src=0)
-        result = box[0]
-    return result

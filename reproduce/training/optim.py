@@ -4,9 +4,11 @@ With weight decay λ folded into the gradient, g = ∇L + λw:
 - `caffe`, Caffe's SGDSolver (sgd_solver.cpp ComputeUpdateValue, Regularize): v ← μv + lr·g, w ← w − v.
   The learning rate enters the velocity, so a change of lr (the warm-up's end at iteration 400, each
   ÷10 step) takes effect over the following ~1/(1−μ) iterations.
-- `torch`, Torch7's optim.sgd with nesterov = false, as torch.optim.SGD: v ← μv + g (v = g at the first
-  step), w ← w − lr·v: a change of lr scales the whole velocity at once.
-- `nesterov`, the same with nesterov = true (fb.resnet.torch train.lua, dampening 0): w ← w − lr·(g + μv).
+- `torch`, torch.optim.SGD's momentum (dampening 0): v ← μv + g (v = g at the first step), w ← w − lr·v:
+  a change of lr scales the whole velocity at once. (Torch7's optim.sgd with its default dampening,
+  which equals the momentum, would give v ← μv + (1 − μ)g; no recipe uses that form.)
+- `nesterov`, the same with Nesterov's step (fb.resnet.torch train.lua: nesterov = true, dampening 0):
+  w ← w − lr·(g + μv).
 The three agree while the lr is constant (v_caffe = lr·v_torch). torch.optim.SGD has no Caffe form,
 hence this class; it keeps torch.optim's interface (param_groups with "lr", zero_grad, step, state_dict).
 """

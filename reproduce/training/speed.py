@@ -15,10 +15,14 @@
 - ImageNet DataLoader workers: up to 8 per training process (fb.resnet.torch trains with 8–12
   threads), leaving a core to the process itself.
 """
+import datetime
 import os
 from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
+
+from ..errors import UserError
 
 # precision: what the network's parameters are kept in, and what the images are fed as. bf16 is
 # autocast (parameters fp32, convolutions bf16); fp64 is for checking that two layouts compute the same.
@@ -85,3 +89,28 @@ def workers(setting) -> int:
         return setting
     share = cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     return max(0, min(8, share - 1))
+
+
+def setup_device(speed) -> tuple[torch.device, int, int]:
+    """(device, rank, world) of this process, with the speed knobs applied: threads, cuDNN's settings
+    (fp32 means no TF32; `deterministic`), and the process group when torchrun started several."""
+    set_threads(speed.threads)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    if speed.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("speed.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    cuda = speed.device == "cuda" or (speed.device == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        if speed.deterministic:  # cuBLAS needs its workspace fixed before its first call
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = not speed.deterministic
+        torch.backends.cudnn.deterministic = speed.deterministic
+        torch.use_deterministic_algorithms(speed.deterministic)
+        # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means fp32.
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = speed.precision == "tf32"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo",
+                                timeout=datetime.timedelta(minutes=speed.collective_timeout_min))
+    return device, rank, world

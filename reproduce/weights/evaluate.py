@@ -5,8 +5,10 @@
 
 It redoes the run's final evaluation: the network of the config stored in model.pt, the test set as
 the run's data source builds it (the protocol's eval batch size, the run's precision), in the memory
-format the run recorded in metrics.json, on the kind of device it trained on. Exit status 1 when an
-error differs from the recorded one.
+format the run recorded in metrics.json, on the kind of device it trained on, with each of the BN
+statistics the run recorded (moving averages and after-training averages). On a CPU the errors must
+equal the recorded ones bit for bit; on a GPU within two test images' worth (its kernels may round
+otherwise from run to run). Exit status 1 when an error differs.
 """
 import sys
 from pathlib import Path
@@ -33,8 +35,10 @@ def run(args):
     result = evaluate_weights(cfg, state, recorded)
     out = Path(args.out or f"reports/evaluations/{cfg.experiment}-seed{state['seed']}.json")
     digest = sha256(weights)
-    same = {key: recorded.get(key) == value for key, value in result["errors"].items()}
+    tolerance = result["tolerance"]
+    same = {key: key in recorded and abs(recorded[key] - value) <= tolerance for key, value in result["errors"].items()}
     print(f"{weights}: {cfg.experiment} seed {state['seed']} on {result['device']}"
+          + (f" (equal within {tolerance:.3f} points)" if tolerance else " (equal: bit for bit)")
           + ("" if recorded else " (no metrics.json beside it: nothing to compare)"))
     for key, value in result["errors"].items():
         print(f"  {key:>20}  now {value:.4f}%  recorded " + (f"{recorded[key]:.4f}%" if key in recorded else "-")
@@ -79,22 +83,33 @@ def config_of(state: dict, weights: Path):
 
 
 def evaluate_weights(cfg, state: dict, recorded: dict) -> dict:
-    """{"errors": the test errors of `state`'s network as metrics.json names them, "device": ...}."""
+    """{"errors": the test errors of `state`'s network as metrics.json names them, with each BN statistics
+    it holds (moving averages, after-training averages), "device": ..., "tolerance": in points}."""
     from ..config import Speed
     from ..data.sources import make_source
-    from ..training import loop, speed as knobs
+    from ..training import final, loop, speed as knobs
 
     # The recorded kind of device where this machine has one (a GPU's kernels round otherwise than a CPU's).
-    device, _, _ = loop.setup_device(Speed(device="cpu" if recorded.get("device", "cpu") == "cpu" else "auto",
-                                           precision=cfg.precision))
+    device, _, _ = knobs.setup_device(Speed(device="cpu" if recorded.get("device", "cpu") == "cpu" else "auto",
+                                            precision=cfg.precision))
     # A run from before metrics.json recorded its memory format had speed.channels_last's default.
     layout = {"channels_last": True, "contiguous": False}.get(recorded.get("memory_format"), "auto")
     fmt = knobs.memory_format(layout, device)
     model = loop.run_network(cfg.model, cfg.protocol, cfg.precision, device, fmt)
     model.load_state_dict(state["model"])
     source = make_source(cfg, state["seed"], device, 0, 1, fmt, knobs.images_dtype(cfg.precision))
-    errors = loop.evaluate(model, source, knobs.autocast(cfg.precision, device), 0, 1)
+    autocast = knobs.autocast(cfg.precision, device)
+    if "bn_buffers" in state:  # both statistics, each loaded in turn
+        found = {}
+        for variant, buffers in state["bn_buffers"].items():
+            model.load_state_dict(buffers, strict=False)
+            found[variant] = final.evaluate(model, source, autocast)
+        errors = final.recorded_errors(found, state["bn_stats"])
+    else:  # a run from before both were recorded
+        errors = final.metric_names(final.evaluate(model, source, autocast))
     import torch
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"errors": loop.metric_names(errors), "device": name}
+    gpu = device.type == "cuda"
+    # A CPU computes the same bits again; a GPU's kernels may round otherwise: two test images' worth.
+    return {"errors": errors, "device": torch.cuda.get_device_name(device) if gpu else "cpu",
+            "tolerance": 200.0 / source.test_images if gpu else 0.0}
