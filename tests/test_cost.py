@@ -1,6 +1,10 @@
-"""`bench` and `plan` run and say what they must; speeds are measured, never asserted, here."""
+"""`bench`, `plan` and `gpu-check` run and say what they must; speeds are measured, never asserted, here."""
 import json
 import math
+import sys
+import time
+
+import pytest
 
 import torch
 
@@ -53,3 +57,90 @@ def test_bench_takes_random_images_over_the_smoke_stand_in(tmp_path):
     digits.write("cifar10", tmp_path / "cifar10.pt")
     x, y, data = images(tmp_path / "cifar10.pt")
     assert data == "random" and tuple(x.shape) == (50000, 3, 32, 32) and len(y) == 50000
+
+
+def test_gpu_check_keeps_every_section_when_one_fails_or_runs_out_of_time(tmp_path):
+    """Each section's result or error lands in the JSON as soon as it ends; a timeout or an exception is
+    that section's result, and the sections after the budget is spent say so."""
+    import subprocess as sp
+
+    from reproduce.cost import gpucheck
+
+    out, seen = tmp_path / "gpu-check.json", []
+
+    def ok(left):
+        seen.append(json.loads(out.read_text()) if out.exists() else {})
+        return {"img_s": 1.0}
+
+    def boom(left):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    def slow(left):
+        raise sp.TimeoutExpired(["pytest"], left)
+
+    def spend(left):
+        time.sleep(1.2)
+        return {"done": True}
+
+    record = gpucheck.run_sections({"tests": slow, "sync": boom, "speed": ok, "compile": spend, "packing": ok},
+                                   out, budget_s=1.5, record={"gpu": "test"})
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert saved["tests"]["error"].startswith("timed out") and "illegal memory access" in saved["sync"]["error"]
+    assert seen[0]["sync"]["error"]  # written before the next section started
+    assert saved["speed"]["img_s"] == 1.0 and saved["compile"]["done"] and "budget" in saved["packing"]["skipped"]
+    assert "ddp" not in saved
+
+
+def test_gpu_check_help_lists_its_sections_and_budget():
+    from reproduce.cost.gpucheck import BUDGET_S, SECTIONS
+
+    out = run_cli("gpu-check", "--help", cwd=REPO).stdout
+    assert f"{BUDGET_S} s" in out and all(name in out for name, _, _ in SECTIONS)
+
+
+def test_gpu_check_starts_torchrun_from_this_python():
+    from reproduce.cost.gpu_sections import launcher
+
+    assert launcher(2)[:3] == [sys.executable, "-m", "torch.distributed.run"] and launcher(2)[-1] == "2"
+
+
+@pytest.fixture
+def tiny_networks(monkeypatch):
+    from reproduce.cost import gpu_sections
+
+    monkeypatch.setattr(gpu_sections, "NETWORKS", {
+        "resnet8": (dict(dataset="cifar10", depth=8, block="basic", unit="original"), 16, 8, 32),
+        "imagenet_resnet50": (dict(dataset="imagenet", depth=50, unit="full_preact"), 2, 2, 64)})
+    monkeypatch.setattr(gpu_sections, "STEPS", 2)
+    return gpu_sections
+
+
+def test_gpu_check_sections_run_the_training_code_on_any_device(tiny_networks, monkeypatch):
+    """On the CPU (no figures that mean anything): the speed section times each network and turns the
+    rates into hours per run of params.yaml; the hot-loop section runs BN groups across a process group."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("reproduce.cost.gpu_sections.load_params", lambda *_: load_params(committed_params()))
+    found = tiny_networks.speed(60, device="cpu", precisions=("fp32",))
+    assert {r["network"] for r in found["rates"]} == {"resnet8", "imagenet_resnet50"}
+    assert all(r["img_s"] > 0 for r in found["rates"]) and found["study_gpu_hours"] > 0
+    assert set(found["hours_per_run"]) == set(load_params(committed_params()).experiments)
+    synced = tiny_networks.no_host_sync(60, device="cpu", iterations=2)
+    assert synced["passed"] and "resnet8 (BN across processes, NCCL)" in synced["networks"]
+
+
+def test_a_run_that_cannot_fit_its_gpu_is_refused_with_the_fixes(monkeypatch):
+    from reproduce.config import run_config
+    from reproduce.errors import UserError
+    from reproduce.training.memory import check_fits
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 40 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
+    cfg = run_config(load_params(committed_params()), "in_r200_full_preact")
+    with pytest.raises(UserError) as e:
+        check_fits(cfg, torch.device("cuda", 0), world=1)
+    said = str(e.value)
+    assert "in_r200_full_preact needs about" in said and "40 GiB" in said
+    assert "activation_checkpointing: true" in said and "torchrun --nproc-per-node 2" in said
+    check_fits(cfg, torch.device("cuda", 0), world=8)  # 32 images a GPU fit
+    check_fits(cfg, torch.device("cpu"), world=1)  # a CPU is not checked

@@ -83,10 +83,12 @@ def measure_rate(speed, steps=3) -> float:
 
 
 def runs(params):
-    """One row per experiment: its table, iterations, batch, training multiply-adds and why it would not run."""
+    """One row per experiment: its table, iterations, batch, training multiply-adds, the memory one process
+    training its whole batch needs, and why it would not run."""
     from tqdm import tqdm
 
     from ..models import describe
+    from ..training.memory import input_size, run_bytes
 
     rows, counts = [], {}
     for name, exp in tqdm(params.all_experiments().items(), desc="counting multiply-adds", leave=False,
@@ -94,29 +96,48 @@ def runs(params):
         cfg = run_config(params, name)
         p, model = cfg.protocol, cfg.model
         key = tuple(sorted((k, v) for k, v in model.items() if k not in NOT_COUNTED))
-        if key not in counts:
-            info = describe(**model)  # forward + backward ≈ 3 forwards, plus checkpointing's recompute
-            counts[key] = 3 * info["multiply_adds"] + info["multiply_adds_recomputed"]
-        per_image = counts[key]
+        if key not in counts:  # forward + backward ≈ 3 forwards, plus checkpointing's recompute; memory
+            info = describe(**model)
+            counts[key] = (3 * info["multiply_adds"] + info["multiply_adds_recomputed"],
+                           run_bytes(model, p["batch_size"], input_size(cfg), cfg.precision))
+        per_image, memory = counts[key]
         imagenet = model["dataset"] == "imagenet"
         if imagenet:
             per_image *= (cfg.data.get("size", 224) / 224) ** 2  # smoke crops: convolutions scale with the pixels
         images = cfg.data.get("train_images") or (IMAGENET_TRAIN if imagenet else CIFAR_TRAIN)
-        iterations = schedule(p, epoch_batches(images, p["batch_size"]))[0]
+        iterations = schedule(p, epoch_batches(images, p["batch_size"], p["batches"]))[0]
         rows.append(dict(name=name, table=table_of(name, model["dataset"], name in params.custom),
                          network=f"{model['dataset']} {model['depth']} {model['block']} {model['unit']}",
-                         iterations=iterations, batch=p["batch_size"],
+                         iterations=iterations, batch=p["batch_size"], memory_gib=memory / 2**30,
                          multiply_adds=per_image * iterations * p["batch_size"],
                          seeds=len(params.run_seeds() if params.profile == "smoke" else params.seeds_of(name)),
                          skipped=not_run_reason(params, cfg, params.run_seeds()[0])))
     return rows
 
 
-def duration(multiply_adds, rate) -> str:
-    seconds = multiply_adds / rate
-    if seconds >= 360:
-        return f"{seconds / 3600:,.0f} h" if seconds >= 36000 else f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+def measured_rates(path, precision):
+    """From a gpu-check JSON: multiply-adds/s per network (dataset, depth, block) at `precision`, and the
+    median per kind (ImageNet or CIFAR) for the networks it did not time."""
+    from ..files import load_json
+
+    try:
+        rates = [r for r in load_json(path)["speed"]["rates"] if "img_s" in r and r["precision"] == precision]
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"--gpu-check {path}: not a gpu-check file with speed measurements ({e})") from None
+    if not rates:
+        raise UserError(f"--gpu-check {path}: no {precision} training rate in it (speed.precision is {precision})")
+    exact = {(r["spec"]["dataset"], r["spec"]["depth"], r["spec"].get("block", "bottleneck")): r["multiply_adds_per_s"]
+             for r in rates}
+    kind = {}
+    for (dataset, _, _), rate in exact.items():
+        kind.setdefault(dataset == "imagenet", []).append(rate)
+    return exact, {k: statistics.median(v) for k, v in kind.items()}
+
+
+def seconds(seconds_) -> str:
+    if seconds_ >= 360:
+        return f"{seconds_ / 3600:,.0f} h" if seconds_ >= 36000 else f"{seconds_ / 3600:.1f} h"
+    return f"{seconds_ / 60:.1f} min" if seconds_ >= 60 else f"{seconds_:.1f} s"
 
 
 def add_arguments(parser):
@@ -125,6 +146,9 @@ def add_arguments(parser):
     parser.add_argument("--efficiency", type=float, default=0.05,
                         help="fraction of the GPU's peak at speed.precision a training run reaches (default "
                              "0.05: small CIFAR networks reach a few percent; `gpu-check` measures it)")
+    parser.add_argument("--gpu-check", metavar="JSON",
+                        help="take each network's GPU rate from a gpu-check file (reports/gpu-check.json) "
+                             "instead of --efficiency (ImageNet rates: one GPU's share of the batch)")
     parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
                         help="time a few steps on this device (--no-measure: a 2-core AMX CPU's rate)")
 
@@ -137,36 +161,44 @@ def run(args):
                         f"known: {', '.join(PEAK_TFLOPS)}")
     if not 0 < args.efficiency <= 1:
         raise UserError(f"--efficiency must be in (0, 1] (got {args.efficiency})")
-    gpu_rate = peak * 1e12 / 2 * args.efficiency
+    exact, kind = measured_rates(args.gpu_check, params.speed.precision) if args.gpu_check else ({}, {})
     rate = measure_rate(params.speed) if args.measure else DEFAULT_RATE
     rows = runs(params)
-    gpu = f"{args.gpu} {params.speed.precision} @{100 * args.efficiency:.0f}%"
+    gpu = f"{args.gpu} {params.speed.precision} " + ("measured" if exact else f"@{100 * args.efficiency:.0f}%")
+    for r in rows:
+        dataset, depth, block, _ = r["network"].split()
+        gpu_rate = exact.get((dataset, int(depth), block)) or kind.get(dataset == "imagenet") or \
+            peak * 1e12 / 2 * args.efficiency
+        r["here_s"], r["gpu_s"] = r["multiply_adds"] / rate, r["multiply_adds"] / gpu_rate
     how = "measured on ResNet-20 training steps" if args.measure else "a 2-core AMX CPU's, not measured"
     counts = sorted({r["seeds"] for r in rows})
     print(f"{args.params}: profile {params.profile}, {len(rows)} experiments, {'/'.join(map(str, counts))} seeds "
-          f"each. Multiply-adds/s: "
-          f"this device {rate / 1e9:,.0f} G ({how}); {gpu} {gpu_rate / 1e12:,.0f} T. Hours are per run (one seed).")
-    print("Small CIFAR networks reach far less of a GPU's peak than large ones: `bench` on the GPU reports the "
-          "fraction ResNet-110 reaches (peak_fraction); pass it as --efficiency.")
+          f"each. Multiply-adds/s: this device {rate / 1e9:,.0f} G ({how}); on {gpu}: "
+          + (f"per network from {args.gpu_check}" if exact else f"{peak * 1e12 / 2 * args.efficiency / 1e12:,.0f} T")
+          + ". Hours are per run (one seed); memory: one process training the whole batch.")
+    if not exact:
+        print("Small CIFAR networks reach far less of a GPU's peak than large ones: `gpu-check` on a GPU measures "
+              "each network's rate; pass its JSON as --gpu-check.")
     tables = {}
     for r in rows:
         tables.setdefault(r["table"], []).append(r)
     for table, group in tables.items():
         print(f"\n{table}\n  {'experiment':<28}{'network':<40}{'iterations':>11}{'batch':>6}{'P mult-adds':>12}"
-              f"{'this device':>13}{gpu:>13}")
+              f"{'GiB':>6}{'this device':>13}{gpu:>22}")
         for r in group:
             print(f"  {r['name']:<28}{r['network']:<40}{r['iterations']:>11,}{r['batch']:>6}"
-                  f"{r['multiply_adds'] / 1e15:>12.2f}{duration(r['multiply_adds'], rate):>13}"
-                  f"{duration(r['multiply_adds'], gpu_rate):>13}" + (f"  ({r['skipped']})" if r["skipped"] else ""))
+                  f"{r['multiply_adds'] / 1e15:>12.2f}{r['memory_gib']:>6.0f}{seconds(r['here_s']):>13}"
+                  f"{seconds(r['gpu_s']):>22}" + (f"  ({r['skipped']})" if r["skipped"] else ""))
     one = f"{gpu}, 1 seed"
-    print(f"\n{'totals':<12}{'runs':>5}{'this device, 1 seed':>22}{'all seeds':>12}{one:>24}{'all seeds':>12}")
+    print(f"\n{'totals':<12}{'runs':>5}{'this device, 1 seed':>22}{'all seeds':>12}{one:>30}{'all seeds':>12}")
     for name, group in [*tables.items(), ("all", rows)]:
-        cost, every = sum(r["multiply_adds"] for r in group), sum(r["multiply_adds"] * r["seeds"] for r in group)
-        print(f"{name:<12}{sum(r['seeds'] for r in group):>5}{duration(cost, rate):>22}{duration(every, rate):>12}"
-              f"{duration(cost, gpu_rate):>24}{duration(every, gpu_rate):>12}")
+        here, there = (sum(r[k] for r in group) for k in ("here_s", "gpu_s"))
+        every_here, every_there = (sum(r[k] * r["seeds"] for r in group) for k in ("here_s", "gpu_s"))
+        print(f"{name:<12}{sum(r['seeds'] for r in group):>5}{seconds(here):>22}{seconds(every_here):>12}"
+              f"{seconds(there):>30}{seconds(every_there):>12}")
     skipped = [r for r in rows if r["skipped"]]
     if skipped:
-        every = sum(r["multiply_adds"] * r["seeds"] for r in rows if not r["skipped"])
+        here, there = (sum(r[k] * r["seeds"] for r in rows if not r["skipped"]) for k in ("here_s", "gpu_s"))
         reasons = "; ".join(sorted({r["skipped"] for r in skipped}))
-        print(f"{len(skipped)} experiments will not run ({reasons}); the rest: "
-              f"{duration(every, rate)} here, {duration(every, gpu_rate)} on {gpu}")
+        print(f"{len(skipped)} experiments will not run ({reasons}); the rest: {seconds(here)} here, "
+              f"{seconds(there)} on {gpu}")
