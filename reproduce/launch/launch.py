@@ -28,7 +28,7 @@ from . import local, slurm
 from .job import Job
 from .records import Record
 from .runs import group, pending, study
-from .status import LIVE, Tracker, table
+from .status import Tracker, table
 
 TOP = [k for k in Launch.model_fields if k not in ("engine", "slurm")]
 
@@ -83,7 +83,7 @@ def run(args):
         row = tracker.row(r)
         if row["state"] == "lost":  # its job is gone: the lock is stale
             stale[r.name] = row["token"]
-        (watched if row["state"] in LIVE else fresh).append(r)
+        (watched if row["live"] else fresh).append(r)
     jobs = group(fresh, launch, gpus_here=launch.engine == "slurm" or bool(gpus))
     check(root, jobs, launch, gpus)
     print(f"{len(todo)} runs to train ({', '.join(f'{n} {k}' for k, n in others.items())}); "
@@ -149,9 +149,11 @@ def submit(root, folder, jobs, launch: Launch, gpus: list, cpu_jobs: int):
                     Record(root, r.name).release(j.tokens[r.name])
             raise
         return None, sent, taken
+    from ..training.speed import cores
+
     pool = local.LocalPool(folder, gpus, cpu_jobs)
     # torch's threads per process: the cores shared among the processes running at once
-    threads = max(1, local_cores() // (len(gpus) * launch.runs_per_gpu if gpus else cpu_jobs))
+    threads = max(1, cores() // (len(gpus) * launch.runs_per_gpu if gpus else cpu_jobs))
     for j in jobs:
         pool.add(j.label, Job(root, j.runs, j.tokens, j.ddp, threads), j.gpus, j.tasks,
                  on_start=lambda s, j=j: note_job(root, j, "local", s.job_id, folder))
@@ -161,10 +163,6 @@ def submit(root, folder, jobs, launch: Launch, gpus: list, cpu_jobs: int):
 def note_job(root, job, engine, job_id, folder):
     for task, r in enumerate(job.runs):
         Record(root, r.name).set_job(job.tokens[r.name], engine, job_id, folder, 0 if job.ddp else task)
-
-
-def local_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def wait(tracker: Tracker, runs: list, pool, engine: str, poll_s: float) -> list:
@@ -181,7 +179,7 @@ def wait(tracker: Tracker, runs: list, pool, engine: str, poll_s: float) -> list
                 if seen.get(r["run"]) != r["state"]:
                     seen[r["run"]] = r["state"]
                     tqdm.write(f"{r['run']}: {r['state']}" + "".join(f", {r[k]}" for k in ("job", "note") if r[k]))
-            live = [r for r in rows if r["state"] in LIVE]
+            live = [r for r in rows if r["live"]]
             bar.n = len(rows) - len(live)
             running = [r for r in live if r["state"] == "running"]
             bar.set_postfix_str(f"{len(running)} running, {len(live) - len(running)} waiting"

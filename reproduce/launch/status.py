@@ -1,10 +1,11 @@
 """Where each run stands, from its records, its job's log and the engine: what `launch` prints while it
 waits and `launch --status` prints later.
 
-States: queued (locked, waiting for a GPU or for submission), pending / running / requeued (its job,
-as the engine reports it), finished / failed (recorded in runs/: the run's own status; failed is a
-diverged run), error (the job ended without recording the run: its last error line), lost (the lock is
-held but its job is gone: killed, or the node failed; `launch` submits it again), not submitted.
+Live states: queued (locked, waiting for a GPU or for submission), then its job's state as the engine
+reports it (pending, running, ...: Slurm's, from squeue). Ended: finished / failed (recorded in runs/:
+the run's own status; failed is a diverged run), error (the job ended without recording the run: its
+last error line), lost (the lock is held but its job is gone: killed, or its node failed; `launch`
+submits it again). And not submitted.
 """
 import re
 from collections import Counter
@@ -15,7 +16,6 @@ from submitit.core.utils import JobPaths
 from . import local
 from .records import Record, launcher_alive
 
-LIVE = ("queued", "pending", "running", "requeued", "completing", "configuring", "suspended")
 PROGRESS = re.compile(r"(\d+)/(\d+) \[[^\]]*?([\d.]+)(it/s|s/it)")
 
 
@@ -83,7 +83,8 @@ class Tracker:
     def row(self, run) -> dict:
         record = Record(self.root, run.name)
         claim, job = record.claim(), record.job()
-        row = {"run": run.label, "job": "", "state": "not submitted", "progress": "", "requeues": 0, "note": ""}
+        row = {"run": run.label, "job": "", "state": "not submitted", "live": False, "progress": "", "requeues": 0,
+               "note": ""}
         if job:
             row["job"] = f"{job['engine']} {job['job_id']}"
         if claim:
@@ -91,8 +92,8 @@ class Tracker:
             live = self.job_state(job, claim) if current else ("queued" if launcher_alive(claim) else None)
             if live:
                 text = tail(log_path(job)) if current else ""
-                return {**row, "job": row["job"] if current else "", "state": live, "progress": progress(text),
-                        "requeues": record.requeues()}
+                return {**row, "job": row["job"] if current else "", "state": live, "live": True,
+                        "progress": progress(text), "requeues": record.requeues()}
         metrics = run.recorded(self.root)
         if metrics:
             failed = f"diverged at iteration {metrics.get('failed_at')}" if metrics["status"] == "failed" else ""
