@@ -145,6 +145,9 @@ def test_slurm_arrays_their_sbatch_scripts_and_no_run_sent_twice(tmp_path, fake_
     flags = ["--engine", "slurm", "--partition", "gpu", "--array-parallelism", "2", "--no-wait"]
     dry = run_cli("launch", *flags, "--dry-run", cwd=tmp_path, env=env)
     assert "#SBATCH --array=0-2%2" in dry.stdout and not (log / "count").exists() and not (tmp_path / "jobs").exists()
+    packed = run_cli("launch", *flags, "--dry-run", "--runs-per-gpu", "2", cwd=tmp_path, env=env).stdout
+    assert "job 0: 1 GPU, 2 processes: tiny seed 0, tiny_original seed 0" in packed
+    assert "job 1: 1 GPU, 1 process: tiny_relu seed 0" in packed and "#SBATCH --ntasks-per-node=2" in packed
 
     first = run_cli("launch", *flags, cwd=tmp_path, env=env)
     assert "4 to submit as 4 jobs" in first.stdout
