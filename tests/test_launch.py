@@ -75,7 +75,7 @@ def slow_study(root, iterations=300, **changes):
     digits.write("cifar10", root / "data" / "cifar10.pt")
     write_params(root, {"tiny": TINY["tiny"]}, seeds=[0], **{"cifar.iterations": iterations,
                  "cifar.milestones": [iterations // 2], "cifar.log_every": 10, "cifar.checkpoint_every": 50,
-                 "cifar.eval_every": 100}, **changes)
+                 "cifar.eval_every": 100, "speed.threads": 1}, **changes)  # one thread: quick on a busy CPU too
     return root
 
 
@@ -199,7 +199,8 @@ def test_launch_then_dvc_repro_records_every_run_without_training_as_a_plain_rep
     experiments = committed_params_dict()["experiments"]
     keep = {k: experiments[k] for k in ("r110_original", "r164_full_preact", "in_r152_full_preact")}
     launched = make_project(tmp_path / "launched", keep, profile="smoke", seeds=[0, 1],
-                            **{"smoke.iterations": 30, "smoke.evaluations": 3, "data.imagenet.root": None})
+                            **{"smoke.iterations": 30, "smoke.evaluations": 3, "data.imagenet.root": None,
+                               "speed.threads": 1})
     plain = tmp_path / "plain"
     shutil.copytree(launched, plain, symlinks=True)
     for root in (launched, plain):
@@ -223,3 +224,37 @@ def test_launch_then_dvc_repro_records_every_run_without_training_as_a_plain_rep
     assert json.loads((launched / "metrics" / "r110_original.json").read_text()) == \
         json.loads((plain / "metrics" / "r110_original.json").read_text())  # every seed, as the stage writes it
     assert run_cli("launch", "--no-repro", cwd=launched).stdout.startswith("0 runs to train (2 finished")
+
+
+def test_ctrl_c_stops_local_jobs_and_the_next_launch_resumes_them(tmp_path):
+    root = slow_study(tmp_path, iterations=600)
+    launch = subprocess.Popen([sys.executable, "-m", "reproduce", "launch", "--no-repro", "--poll", "0.2"], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = lambda: next((root / "checkpoints").glob("tiny-seed0-*.pt"), None)  # noqa: E731
+    until(lambda: checkpoint() is not None or launch.poll() is not None, "the first checkpoint")
+    task = next(p for p in psutil.Process(launch.pid).children(recursive=True)
+                if p.environ().get("SUBMITIT_LOCAL_LOCALID") == "0")
+    launch.send_signal(signal.SIGINT)  # Ctrl-C, to the launcher alone
+    out, err = launch.communicate(timeout=120)
+    assert launch.returncode == 130 and "Stopped the local jobs" in err
+    assert not task.is_running() or task.status() == psutil.STATUS_ZOMBIE
+    assert not list((root / "jobs" / "runs").glob("*.lock"))  # free to be launched again
+    again = run_cli("launch", "--no-repro", "--poll", "0.2", cwd=root).stdout
+    assert "1 runs to train" in again and "1 finished" in again
+    job = json.loads(next((root / "jobs" / "runs").glob("tiny-seed0-*.job")).read_text())
+    assert "resuming from iteration" in (Path(job["folder"]) / f"{job['job_id']}_0_log.out").read_text()
+
+
+def test_ctrl_c_leaves_slurm_jobs_running_and_says_how_to_reattach(tmp_path, fake_slurm):
+    env, log = fake_slurm
+    slurm_study(tmp_path)
+    (log / "queue").write_text("".join(f"1_{i}|RUNNING\n" for i in range(3)) + "2|PENDING\n")
+    launch = subprocess.Popen([sys.executable, "-m", "reproduce", "launch", "--engine", "slurm", "--poll", "0.2"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    until(lambda: len(list((tmp_path / "jobs" / "runs").glob("*.job"))) == 4, "the submission")
+    launch.send_signal(signal.SIGINT)
+    out, err = launch.communicate(timeout=60)
+    assert launch.returncode == 130 and "keep running on Slurm" in err and "launch --engine slurm" in err
+    assert len(list((tmp_path / "jobs" / "runs").glob("*.lock"))) == 4  # still theirs
+    assert "4 already submitted, 0 to submit" in run_cli("launch", "--engine", "slurm", "--no-wait", cwd=tmp_path,
+                                                         env=env).stdout
