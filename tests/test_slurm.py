@@ -134,6 +134,8 @@ def test_an_array_of_smoke_jobs_through_a_real_slurm_with_a_requeue(cluster, tmp
     out = (tmp_path / "launch.log").read_text().replace("\r", "\n")
     assert "3 runs to train" in out and "3 finished" in out
     assert out.index("tiny seed 0: running") < out.index("tiny seed 0: pending", out.index("tiny seed 0: running"))
+    row = next(line.split() for line in out.splitlines() if line.startswith("tiny seed 0 ") and "finished" in line)
+    assert row[-1] == "1"  # the final table: finished, requeued once
     state = json.loads(next((tmp_path / "jobs" / "runs").glob("tiny-seed0-*.state")).read_text())
     assert state["starts"] == 2 and state["job_id"] == record["job_id"]  # requeued once, the same array element
     job_log = Path(record["folder"]) / f"{record['job_id']}_0_log.out"

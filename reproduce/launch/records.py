@@ -83,10 +83,9 @@ class Record:
         return read(self.state_path)
 
     def requeues(self) -> int:
-        state, claim = self.state(), self.claim()
-        if not state or (claim and claim.get("token") != state.get("token")):
-            return 0
-        return state["starts"] - 1
+        """How many times the last job submitted for this run was requeued."""
+        state, job = self.state(), self.job()
+        return state["starts"] - 1 if state and job and state["token"] == job["token"] else 0
 
 
 def launcher_alive(claim: dict) -> bool:

@@ -83,8 +83,8 @@ class Tracker:
     def row(self, run) -> dict:
         record = Record(self.root, run.name)
         claim, job = record.claim(), record.job()
-        row = {"run": run.label, "job": "", "state": "not submitted", "live": False, "progress": "", "requeues": 0,
-               "note": ""}
+        row = {"run": run.label, "job": "", "state": "not submitted", "live": False, "progress": "",
+               "requeues": record.requeues(), "note": ""}
         if job:
             row["job"] = f"{job['engine']} {job['job_id']}"
         if claim:
@@ -93,7 +93,7 @@ class Tracker:
             if live:
                 text = tail(log_path(job)) if current else ""
                 return {**row, "job": row["job"] if current else "", "state": live, "live": True,
-                        "progress": progress(text), "requeues": record.requeues()}
+                        "progress": progress(text), "requeues": row["requeues"] if current else 0}
         metrics = run.recorded(self.root)
         if metrics:
             failed = f"diverged at iteration {metrics.get('failed_at')}" if metrics["status"] == "failed" else ""
