@@ -23,6 +23,7 @@ COMMANDS = {
     "plan": ("reproduce.cost.plan", "every run of the current params, its cost and the time it would take"),
     "bench": ("reproduce.cost.bench", "the default training path against common public CIFAR code, side by side"),
     "gpu-check": ("reproduce.cost.gpucheck", "on a CUDA machine: GPU-only tests, GPU speed, two GPUs against one"),
+    "launch": ("reproduce.launch.launch", "every unfinished run a job (this machine's GPUs or Slurm), then one dvc repro"),
 }
 
 

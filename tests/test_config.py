@@ -57,6 +57,11 @@ def set_key(key, value):
     (set_key("cifar.eval_every", 391), ["eval_every (391) must be a multiple of log_every (100)"]),
     (set_key("experiments.r110_original.stride_on", "3x3"), ["stride_on", "only bottleneck"]),
     (set_key("experiments.r110_original.seeds", [1, 1]), ["seeds must be distinct"]),
+    (set_key("launch.engine", "pbs"), ["launch.engine", "'local' or 'slurm'", "'pbs'"]),
+    (set_key("launch.slurm.partion", "gpu"), ["unknown key 'launch.slurm.partion'", "did you mean 'partition'"]),
+    (set_key("launch.slurm.signal_delay_s", 86400), ["launch.slurm", "signal_delay_s (86400) must be shorter",
+                                                    "1440 min"]),
+    (set_key("launch.imagenet_gpus", -1), ["launch.imagenet_gpus", "greater than or equal to 0"]),
     (set_key("data.imagenet.root", "/nonexistent/ilsvrc"), ["data.imagenet.root", "/nonexistent/ilsvrc does not exist",
                                                            "train/"]),
 ])

@@ -7,8 +7,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "reproduce"
 SHELL = {"__init__", "__main__", "cli", "errors", "files", "logs"}
 # The study's flow: a folder may import the shell and the folders before it, never one after it.
-# cost/ and weights/ stand beside the flow: they use every stage before them, not each other.
-ORDER = {"models": 1, "config": 2, "data": 3, "training": 4, "results": 5, "report": 6, "cost": 7, "weights": 7}
+# cost/, weights/ and launch/ stand beside the flow: they use every stage before them, not each other.
+ORDER = {"models": 1, "config": 2, "data": 3, "training": 4, "results": 5, "report": 6, "cost": 7, "weights": 7,
+         "launch": 7}
 
 
 def modules():

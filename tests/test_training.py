@@ -68,9 +68,10 @@ def test_a_run_from_a_generated_archive_through_the_cli(tmp_path):
     weights = torch.load(run / "model.pt", weights_only=False)
     assert weights["status"] == "finished" and weights["config"]["model"]["depth"] == 8
     assert "it/s" in out.stderr  # the progress bar
-    assert json.loads((tmp_path / "metrics" / "tiny.json").read_text())["seed0"]["test_error"] == m["test_error"]
-    again = run_cli("train", "--experiment", "tiny", "--seed", "0", cwd=tmp_path)
+    assert not (tmp_path / "metrics").exists()  # one seed of five writes only its own run's files
+    again = run_cli("train", "--experiment", "tiny", "--seed", "0", "--metrics", "metrics/tiny.json", cwd=tmp_path)
     assert "nothing to do" in again.stdout and metrics(run) == m
+    assert json.loads((tmp_path / "metrics" / "tiny.json").read_text())["seed0"]["test_error"] == m["test_error"]
     # DVC empties a stage's outputs before running it again: the run comes back from its last
     # checkpoint, whole, without training.
     shutil.rmtree(tmp_path / "runs")

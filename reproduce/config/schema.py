@@ -94,6 +94,45 @@ class Speed(Strict):
     collective_timeout_min: PositiveInt = 30  # a process waits this long for the others (NCCL's default: 10)
 
 
+class Slurm(Strict):
+    """`launch --engine slurm`: what each job asks Slurm for (sbatch's options of the same names)."""
+
+    partition: Optional[str] = Field(None, description="partition (default: the cluster's)")
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    time: PositiveInt = Field(1440, description="minutes per job; at the limit it is requeued and resumes")
+    cpus_per_task: PositiveInt = Field(8, description="CPUs per process (one process per GPU)")
+    mem_gb: Optional[PositiveFloat] = Field(None, description="memory per node (default: the partition's)")
+    constraint: Optional[str] = Field(None, description="node features, e.g. h100")
+    signal_delay_s: PositiveInt = Field(120, description="USR2 this long before the time limit: the job requeues itself")
+    max_requeues: Annotated[int, Field(ge=0)] = Field(10, description="requeues after time limits (preemptions: no limit)")
+    array_parallelism: PositiveInt = Field(64, description="jobs of one array running at once")
+
+    @model_validator(mode="after")
+    def _signal_before_the_limit(self):
+        if self.signal_delay_s >= 60 * self.time:
+            raise ValueError(f"signal_delay_s ({self.signal_delay_s}) must be shorter than the time limit "
+                             f"({self.time} min = {60 * self.time} s)")
+        return self
+
+
+class Launch(Strict):
+    """`python -m reproduce launch`: every run a job of its own (not part of any run's config)."""
+
+    engine: Literal["local", "slurm"] = "local"
+    cifar_gpus: Annotated[int, Field(ge=0)] = Field(1, description="GPUs (DDP processes) per CIFAR run; 0: CPU")
+    imagenet_gpus: Annotated[int, Field(ge=0)] = Field(8, description="GPUs per ImageNet run (the paper: 8); 0: CPU")
+    runs_per_gpu: PositiveInt = Field(1, description="CIFAR runs sharing one GPU, a process each")
+    slurm: Slurm = Slurm()
+
+    @model_validator(mode="after")
+    def _packs_of_one_gpu(self):
+        if self.runs_per_gpu > 1 and self.cifar_gpus != 1:
+            raise ValueError(f"runs_per_gpu ({self.runs_per_gpu}) shares one GPU among runs: it needs "
+                             f"cifar_gpus 1 (got {self.cifar_gpus})")
+        return self
+
+
 class Experiment(ModelSpec):
     """A network (ModelSpec keys), the recipe it is trained with and what it changes about its protocol."""
 
@@ -181,6 +220,7 @@ class Params(Strict):
     recipes: dict[str, Recipe]
     speed: Speed = Speed()
     smoke: Smoke = Smoke()
+    launch: Launch = Launch()
     experiments: dict[ExperimentName, Experiment]
     custom: dict[ExperimentName, Experiment] = {}
 

@@ -6,7 +6,9 @@
 
 Outputs, one folder each so that DVC can track them: runs/EXPERIMENT/seedSEED/ (metrics.json and
 model.pt), curves/EXPERIMENT/seedSEED/ (DVCLive curves) and metrics/EXPERIMENT.json (every seed's
-final errors, for `dvc exp show`). A seed that is not to be trained (beyond the smoke profile's, or
+final errors, for `dvc exp show`). The last is written when the command covers every seed, as the
+DVC stage does, or when --metrics names it: `--seed K` alone writes only its run's files, so runs of
+one experiment trained side by side never overwrite each other's. A seed that is not to be trained (beyond the smoke profile's, or
 ImageNet while data.imagenet.root is unset) is recorded as `not_run` with the reason, without torch.
 
 Each run's last state stays in checkpoints/ after it finishes: DVC empties a stage's outputs before
@@ -29,7 +31,8 @@ def add_arguments(parser):
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--out", help="the experiment's run folders OUT/seedSEED (default: runs/EXPERIMENT)")
     parser.add_argument("--curves", help="DVCLive curves CURVES/seedSEED (default: curves/EXPERIMENT)")
-    parser.add_argument("--metrics", help="every seed's final errors (default: metrics/EXPERIMENT.json)")
+    parser.add_argument("--metrics", help="every seed's final errors (default: metrics/EXPERIMENT.json, written "
+                                          "when every seed is trained)")
     parser.add_argument("--checkpoint-dir", default="checkpoints",
                         help="where each run's resumable state is kept (default: checkpoints)")
 
@@ -55,7 +58,8 @@ def run(args):
         from .loop import train  # torch starts here, for runs that train
 
         results[seed] = train(cfg, seed, params.speed, run_dir, Path(args.checkpoint_dir), curve_dir)
-    if results and all(results.values()):  # {} on the other processes of a DDP run
+    every_seed = set(seeds) == set(params.seeds_of(args.experiment))
+    if results and all(results.values()) and (every_seed or args.metrics):  # {} on a DDP run's other processes
         write_json(Path(args.metrics or f"metrics/{args.experiment}.json"), summary(results))
 
 
