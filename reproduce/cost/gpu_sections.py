@@ -41,7 +41,7 @@ def _device(device=None):
 
 
 def setup(name, precision, device):
-    """A training step of network `name` as a run takes it, on a fixed synthetic batch (or CifarStream's)."""
+    """Network `name` as a run builds it (BN groups, SGD, layout, precision) and a fixed synthetic batch."""
     spec, batch, bn_batch, size = NETWORKS[name]
     fmt = knobs.memory_format("auto", device)
     model, opt = network(spec, {**PROTOCOL, "batch_size": batch, "bn_batch": bn_batch}, precision, device, fmt)

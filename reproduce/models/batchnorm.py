@@ -73,22 +73,22 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if self.process_group is not None:
             return self._across_processes(x)
-        momentum = 0.0
-        if self.track_running_stats:  # as nn.BatchNorm2d: a momentum of None averages every batch so far
-            self.num_batches_tracked.add_(1)
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        tracked = self.track_running_stats
         return _GhostNorm.apply(x.contiguous(memory_format=_format(x)), self.weight, self.bias,
-                                self.running_mean if self.track_running_stats else None,
-                                self.running_var if self.track_running_stats else None, momentum, self.groups,
-                                self.eps)
+                                self.running_mean if tracked else None, self.running_var if tracked else None,
+                                self._factor() if tracked else 0.0, self.groups, self.eps)
+
+    def _factor(self) -> float:
+        """Count a batch and return how far the running statistics move toward it, as nn.BatchNorm2d: the
+        momentum (0 in checkpointing's recompute: they stay), or 1/batches so far when it is None."""
+        self.num_batches_tracked.add_(1)
+        return self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
 
     def _track(self, mean, var):
-        """Move the running statistics toward (mean, unbiased var) as nn.BatchNorm2d would; a momentum of 0
-        (checkpointing's recompute) leaves them."""
+        """Move the running statistics toward (mean, unbiased var)."""
         if not self.track_running_stats:
             return
-        self.num_batches_tracked.add_(1)
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        factor = self._factor()
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
         self.running_var.lerp_(var.to(self.running_var.dtype), factor)
 
