@@ -36,6 +36,28 @@ def test_bench_quick_writes_every_case(tmp_path):
     assert bool(bf16) is native_bf16(torch.device("cpu")) and ("bf16: not measured" in out.stdout) is not bool(bf16)
 
 
+def test_a_target_is_judged_by_the_interval_of_paired_ratios():
+    """Each round's ratio of two sides' times, their median and order-statistic interval; a bound inside
+    the interval decides nothing."""
+    from reproduce.cost.bench import check
+    from reproduce.cost.timing import paired_ratio
+
+    r = paired_ratio([2.0, 2.2, 1.8, 2.0, 3.0], [1.0, 2.0, 1.5, 1.0, 2.0])  # ratios 2, 1.1, 1.2, 2, 1.5
+    assert r["ratio"] == 1.5 and r["interval"] == [1.1, 2.0] and r["coverage"] == 1 - 2 / 2 ** 5
+    assert paired_ratio([1.0], [2.0]) == {"ratio": 0.5, "interval": None, "coverage": 0.0}
+
+    def outcome(ratio, interval):
+        record = {"case": "train_resnet110_one_bn", "device": "cpu", "ratio": ratio, "interval": interval}
+        return [o for _, o in check(record)]
+    assert outcome(0.97, [0.96, 0.99]) == ["met"]
+    assert outcome(0.90, [0.85, 0.94]) == ["NOT met"]
+    assert outcome(0.97, [0.90, 1.02]) == ["undecided"]  # the median meets it; the rounds cannot tell
+    assert outcome(0.97, None) == ["met"]  # one round: the value alone
+    memory = {"case": "train_resnet1001_memory", "device": "cpu", "ratio": 4.1, "time_ratio": 1.3,
+              "time_interval": [1.35, 1.5]}
+    assert [o for _, o in check(memory)] == ["met", "undecided"]  # peak memory is no timing: no interval
+
+
 def test_plan_lists_every_experiment_with_totals():
     out = run_cli("plan", "--no-measure", "--gpu", "H200", "--params", committed_params(), cwd=REPO).stdout
     params = load_params(committed_params())

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from ..config import Speed
+from ..results.stats import median_interval
 from ..training import speed as knobs
 
 BATCH = 128
@@ -28,9 +29,10 @@ def timed(device, fn):
 
 
 def alternate(device, sides: dict, rounds: int, warmup: int = 1, settle: float = 0.0) -> dict:
-    """Seconds per call of each side, medians over `rounds` interleaved calls after `warmup` of each.
-    `settle`: seconds of pause after each call, so that what a side leaves running in the background
-    (the reference DataLoader's workers refilling their queue) is not timed in the next side's call."""
+    """Seconds of each side's call in each of `rounds` rounds (every side once per round), after
+    `warmup` calls of each. `settle`: seconds of pause after each call, so that what a side leaves
+    running in the background (the reference DataLoader's workers refilling their queue) is not timed
+    in the next side's call."""
     def call(fn):
         t = timed(device, fn)
         time.sleep(settle)
@@ -43,7 +45,22 @@ def alternate(device, sides: dict, rounds: int, warmup: int = 1, settle: float =
     for r in range(rounds):  # each round starts one side later: no side is always the one after another
         for name in order[r % len(order):] + order[:r % len(order)]:
             times[name].append(call(sides[name]))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def seconds(times: list) -> float:
+    """A side's seconds per call: the median over rounds."""
+    return statistics.median(times)
+
+
+def paired_ratio(numerator: list, denominator: list) -> dict:
+    """The median over rounds of one round's ratio of two sides' times (timed minutes apart, a slow
+    spell of a shared machine hits both), with the order-statistic interval that covers the median
+    ratio with the stated probability whatever the noise (results/stats.py: 4 rounds, [min, max], 87.5%)."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    low, high, coverage = median_interval(ratios)
+    return {"ratio": statistics.median(ratios), "interval": [low, high] if coverage else None,
+            "coverage": coverage}
 
 
 def status_bytes(key) -> int:
