@@ -6,9 +6,9 @@ BN layer of a network do the same: in training, the global batch is cut into con
 protocol's `bn_batch` samples (the number of groups stays fixed, so a short last batch is split the
 same way, as DataParallelTable splits it) and each group is normalised with its own statistics.
 
-- One process holding several groups normalises each on its own (ghost batch norm) at about the cost
-  of one BN: `batch_norm` runs on each group's slice and writes into its slice of one output (no
-  concatenation), and backward likewise.
+- One process holding several groups normalises each on its own (ghost batch norm): `batch_norm`
+  runs on each group's slice and writes into its slice of one output (no concatenation), and
+  backward likewise (ResNet-110 steps ~10% slower than with one BN on a 2-core CPU: README).
 - A group spread over several processes sums its statistics over them: one all-reduce per layer
   (the traceable functional collective, so torch.compile keeps it in its graph).
 

@@ -8,6 +8,7 @@
   on a 2-core Xeon with AMX: channels_last 1.07-1.25x NCHW (2026-12-01, -02); the same Xeon held to
   AVX2 code (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): NCHW 1.13x channels_last on 12-01,
   channels_last 1.10x on 12-02, i.e. within noise until measured on a real AVX2-only CPU (README).
+  A 2-core AMD EPYC with AVX-512 (and bf16): channels_last 1.21-1.37x NCHW (12-02).
 - compile: off. On a CPU it gained 1–7% after ~100 s of compiling (bench); on a GPU `gpu-check`
   measures its modes, to be set by hand once measured.
 - threads: torch's own choice (every core) for one process; the cores shared out when several
