@@ -104,12 +104,12 @@ def data_case(stream, loader, device, size):
             "batches_per_round": f"{n['project']} project, {n['reference']} reference"}
 
 
-def project_side(stream, device, precision="fp32", channels_last=True, compile=False, bn_groups=None, model=None):
+def project_side(stream, device, precision="fp32", channels_last=True, compile=False, bn_groups=None, share=None):
     """One training step of ResNet-110 as a run takes it: CifarStream batch, network(), train_step().
-    `model`: the (network, optimizer) of another side to train instead of a new one, with BN over
+    `share`: another side's `.share`, its (network, optimizer), to train instead of a new one; BN over
     `bn_groups` groups of the batch in this side's steps (1: one BN over the whole batch)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model, opt = model or network(R110, PROTOCOL, precision, device, fmt)
+    model, opt = share or network(R110, PROTOCOL, precision, device, fmt)
     bns = [m for m in model.modules() if isinstance(m, GroupBatchNorm2d)]
     groups = bn_groups or bns[0].groups
     net, autocast, it = compiled(model.train(), compile), knobs.autocast(precision, device), itertools.count()
@@ -121,7 +121,7 @@ def project_side(stream, device, precision="fp32", channels_last=True, compile=F
         for m in bns:
             m.groups = groups
         train_step(net, opt, x.contiguous(memory_format=fmt), y, len(y), 1, autocast)
-    step.model = model, opt
+    step.share = model, opt
     return step
 
 
@@ -158,7 +158,7 @@ def train_sides(stream, loader, device, size) -> dict:
     # one BN trains the default side's network: two networks built alike differ by up to 7% in step
     # time on a shared 2-core machine (measured), more than the 5% this case tells apart.
     sides = {"default": default, "other_layout": project_side(stream, device, DEFAULT.precision, not layout),
-             "one_bn": project_side(stream, device, DEFAULT.precision, layout, bn_groups=1, model=default.model),
+             "one_bn": project_side(stream, device, DEFAULT.precision, layout, bn_groups=1, share=default.share),
              "reference": reference_side(loader, device)}
     if knobs.native_bf16(device):
         sides["bf16"] = project_side(stream, device, "bf16", layout)
