@@ -57,10 +57,9 @@ def memory_case(steps, peaks, device, size):
     batch = size["deep_batch"]
     # Two warm-up steps: the plain step's first ones page in its ~1 GiB of fresh activations.
     s = alternate(device, steps, size["deep_rounds"], warmup=2)
-    times = paired_ratio(s[True], s[False])
     return {"case": "train_resnet1001_memory", "ratio": peaks[False] / peaks[True],
             "project_img_s": batch / seconds(s[True]), "reference_img_s": batch / seconds(s[False]),
-            "time_ratio": times["ratio"], "time_interval": times["interval"], "time_coverage": times["coverage"],
+            **{f"time_{k}": v for k, v in paired_ratio(s[True], s[False]).items()},  # time_ratio, _interval, ...
             "precision": DEFAULT.precision, "batch_size": batch,
             "peak_mib_with_checkpointing": peaks[True] / 2**20, "peak_mib_without": peaks[False] / 2**20,
             "note": "project = with activation checkpointing, reference = without; ratio = peak memory "

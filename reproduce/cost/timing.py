@@ -54,9 +54,9 @@ def seconds(times: list) -> float:
 
 
 def paired_ratio(numerator: list, denominator: list) -> dict:
-    """The median over rounds of one round's ratio of two sides' times (timed minutes apart, a slow
+    """The median over rounds of one round's ratio of two sides' times (timed seconds apart, a slow
     spell of a shared machine hits both), with the order-statistic interval that covers the median
-    ratio with the stated probability whatever the noise (results/stats.py: 4 rounds, [min, max], 87.5%)."""
+    ratio with the stated probability whatever the noise (results/stats.py: 5 rounds, [min, max], 93.75%)."""
     ratios = [a / b for a, b in zip(numerator, denominator)]
     low, high, coverage = median_interval(ratios)
     return {"ratio": statistics.median(ratios), "interval": [low, high] if coverage else None,

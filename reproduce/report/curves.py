@@ -54,10 +54,9 @@ def show_bench(path):
         return
     bench = pd.DataFrame(json.loads(path.read_text()))
     # A timed ratio's interval (bench: the order-statistic interval of per-round ratios), if recorded.
-    low, high = (bench["ratio"].copy() for _ in range(2))
-    for i, interval in enumerate(bench.get("interval", [None] * len(bench))):
-        if isinstance(interval, list):
-            low.iloc[i], high.iloc[i] = interval
+    bounds = [iv if isinstance(iv, list) else [r, r] for iv, r in zip(bench.get("interval", [None] * len(bench)),
+                                                                    bench["ratio"])]
+    low, high = (pd.Series(b, index=bench.index) for b in zip(*bounds))
     display(Markdown("## Benchmark: training speed against the reference implementation"),
             bench.assign(**{k: bench[k].map(_interval) for k in ("interval", "time_interval") if k in bench})
             .style.hide(axis="index").format(precision=2))
