@@ -203,10 +203,14 @@ def test_launch_then_dvc_repro_records_every_run_without_training_as_a_plain_rep
                                "speed.threads": 1})
     plain = tmp_path / "plain"
     shutil.copytree(launched, plain, symlinks=True)
-    for root in (launched, plain):
-        dvc("repro", "validate", "download@cifar10", "download@cifar100", cwd=root)
+    dvc("repro", "validate", "download@cifar10", "download@cifar100", cwd=plain)
+    assert not list((launched / "data").glob("*.pt"))  # `launch` writes the data its runs train on
 
+    dry = run_cli("launch", "--dry-run", cwd=launched).stdout
+    assert "would write it with dvc repro validate download@cifar10\n" in dry
+    assert not (launched / "data" / "cifar10.pt").exists()
     out = run_cli("launch", "--no-repro", "--poll", "0.5", cwd=launched).stdout
+    assert "writing it: dvc repro validate download@cifar10\n" in out  # only the dataset its runs train on
     assert "2 runs to train (0 finished, 0 failed, 3 not run)" in out and "2 finished" in out
     assert "dvc repro" in out
     checkpoints = {p.name: p.stat().st_mtime_ns for p in (launched / "checkpoints").glob("*.pt")}

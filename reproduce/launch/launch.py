@@ -85,7 +85,8 @@ def run(args):
             stale[r.name] = row["token"]
         (watched if row["live"] else fresh).append(r)
     jobs = group(fresh, launch, gpus_here=launch.engine == "slurm" or bool(gpus))
-    check(root, jobs, launch, gpus)
+    check(jobs, launch, gpus)
+    prepare(root, jobs, args.dry_run)
     print(f"{len(todo)} runs to train ({', '.join(f'{n} {k}' for k, n in others.items())}); "
           f"{len(watched)} already submitted, {len(fresh)} to submit as {len(jobs)} jobs ({launch.engine})")
     if args.dry_run:
@@ -103,15 +104,41 @@ def run(args):
     record(root, rows, args.no_repro)
 
 
-def check(root, jobs, launch: Launch, gpus: list):
-    """Refuse, before anything is submitted, runs without their data, a job this machine cannot hold or
-    a BN layout its processes cannot share."""
+def dvc_repro(root, *stages) -> int:
+    """`dvc repro STAGES` with the venv's dvc next to this Python (a venv not activated), else the one
+    on PATH; this Python's folder first on PATH, so that the stages' `python` is the one running here."""
+    here = Path(sys.executable)
+    dvc = str(here.with_name("dvc")) if here.with_name("dvc").exists() else shutil.which("dvc") or "dvc"
+    env = {**os.environ, "PATH": f"{here.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([dvc, "repro", *stages], cwd=root, env=env).returncode
+
+
+def prepare(root, jobs, dry_run: bool):
+    """Write the data files the jobs train on and that are missing, with the stages of dvc.yaml that
+    write them (validate, then download@DATASET for those files only), as `dvc repro` would before
+    training; DVC's own output is the progress. With --dry-run, say so and run nothing."""
+    missing = sorted({r.data for j in jobs for r in j.runs if r.data and not (root / r.data).exists()})
+    if not missing:
+        return
+    stages = ["validate", *(f"download@{Path(m).stem}" for m in missing)]
+    if not (root / "dvc.yaml").exists():
+        raise UserError(f"{', '.join(missing)} missing: the jobs train on it, and there is no dvc.yaml here "
+                        "to write it")
+    print(f"{', '.join(missing)} missing: the jobs train on it; "
+          f"{'would write it with' if dry_run else 'writing it:'} dvc repro {' '.join(stages)}", flush=True)
+    if dry_run:
+        return
+    failed = dvc_repro(root, *stages)
+    if failed:
+        raise UserError(f"`dvc repro {' '.join(stages)}` failed (exit {failed}; its output is above): "
+                        "nothing submitted")
+
+
+def check(jobs, launch: Launch, gpus: list):
+    """Refuse, before anything is submitted, a job this machine cannot hold or a BN layout its
+    processes cannot share."""
     from ..models.batchnorm import layout
 
-    missing = sorted({r.data for j in jobs for r in j.runs if r.data and not (root / r.data).exists()})
-    if missing:
-        stages = " ".join(f"download@{Path(m).stem}" for m in missing)
-        raise UserError(f"{', '.join(missing)} missing: the jobs train on it; write it first with `dvc repro {stages}`")
     for job in jobs:
         key = "imagenet_gpus" if job.runs[0].imagenet else "cifar_gpus"
         if launch.engine == "local" and job.gpus > len(gpus):
@@ -220,12 +247,10 @@ def record(root, rows: list, no_repro: bool):
     if no_repro or not (root / "dvc.yaml").exists():
         print("Every job has ended. Record the runs (nothing trains): dvc repro")
         return
-    dvc = Path(sys.executable).with_name("dvc")
-    command = [str(dvc) if dvc.exists() else shutil.which("dvc") or "dvc", "repro"]
-    print(f"Every job has ended; recording them: {' '.join(command[1:])}", flush=True)
-    done = subprocess.run(command, cwd=root)
-    if done.returncode:
-        sys.exit(done.returncode)
+    print("Every job has ended; recording them: dvc repro", flush=True)
+    failed = dvc_repro(root)
+    if failed:
+        sys.exit(failed)
 
 
 def print_status(params, tracker: Tracker):
