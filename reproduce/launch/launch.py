@@ -8,6 +8,9 @@ checkpoints/, where a finished run's last state stays).
     python -m reproduce launch --engine slurm --partition gpu --time 720
     python -m reproduce launch --status                     # where every run stands
 
+Before submitting, the data files its runs train on and that are missing are written by dvc.yaml's own
+stages (`dvc repro validate download@DATASET`), so that on a fresh clone `launch` is one command.
+
 A run already submitted and still queued or running is never submitted again (a lock per run, safe
 on a shared filesystem). Ctrl-C on Slurm leaves the jobs running: `launch` again waits for them.
 """
