@@ -59,6 +59,24 @@ def compiled(net, setting):
     return torch.compile(net, mode=None if setting is True else setting) if setting else net
 
 
+def first_step(net, eager, model, opt, x, y, images, world, autocast):
+    """(network, step's outputs) of the first step of a compiled network, which compiles it; should
+    compiling fail, the network's buffers (BN statistics) and the RNG are put back and the step is taken,
+    and training goes on, with `eager`, after one line saying why."""
+    buffers, rng = {k: v.clone() for k, v in model.state_dict().items()}, torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state() if x.is_cuda else None
+    try:
+        return net, train_step(net, opt, x, y, images, world, autocast)
+    except Exception as e:  # Dynamo's, Inductor's or the compiler's: any of them means no compiled step
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"speed.compile: compiling failed ({type(e).__name__}: {reason}); training eagerly")
+    model.load_state_dict(buffers)
+    torch.random.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng)
+    return eager, train_step(eager, opt, x, y, images, world, autocast)
+
+
 def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Path = Path("checkpoints"),
           curves_dir: Path | None = None) -> dict:
     """One run: metrics.json and model.pt into `out`, DVCLive curves into `curves_dir` (default out/curves)."""
@@ -95,7 +113,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = compiled(net, knobs.compile_mode(speed.compile, device))
+    eager, net = net, compiled(net, knobs.compile_mode(speed.compile, device, cfg))
     autocast = knobs.autocast(cfg.precision, device)
     curves = Curves(Path(curves_dir or out / "curves"), history) if rank == 0 else None
     every = p["log_every"]
@@ -118,7 +136,10 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         lr = lr_at(it, p, milestones)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, logits = train_step(net, opt, x, y, images, world, autocast)
+        if it == start and net is not eager:
+            net, (loss, logits) = first_step(net, eager, model, opt, x, y, images, world, autocast)
+        else:
+            loss, logits = train_step(net, opt, x, y, images, world, autocast)
         losses[it % every] = loss
         wrong[it % every] = (logits.argmax(1) != y).sum()
         seen += images

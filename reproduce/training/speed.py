@@ -9,8 +9,11 @@
   AVX2 code (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): NCHW 1.13x channels_last on 12-01,
   channels_last 1.10x on 12-02, i.e. within noise until measured on a real AVX2-only CPU (README).
   A 2-core AMD EPYC with AVX-512 (and bf16): channels_last 1.21-1.37x NCHW (12-02).
-- compile: off. On a CPU it gained 1–7% after ~100 s of compiling (bench); on a GPU `gpu-check`
-  measures its modes, to be set by hand once measured.
+- compile: `reduce-overhead` (Inductor + CUDA graphs) for a paper-profile CIFAR run on a GPU, where
+  eager ResNet-110 spends ~3x more host time launching its ~1,400 ops a step than the GPU computes
+  (issue 27); off on a CPU (1–7% gained after ~100 s of compiling: bench), for ImageNet (its data
+  loader, not the launches, bounds it) and for the smoke profile (minutes of compiling for seconds of
+  training). The CIFAR step traces as one graph with static shapes (tests/test_step.py).
 - threads: torch's own choice (every core) for one process; the cores shared out when several
   processes of one run share a machine (torchrun's LOCAL_WORLD_SIZE), unless OMP_NUM_THREADS says.
 - ImageNet DataLoader workers: up to 8 per training process (fb.resnet.torch trains with 8–12
@@ -68,8 +71,11 @@ def native_bf16(device: torch.device) -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-def compile_mode(setting, device: torch.device):
-    return False if setting == "auto" else setting
+def compile_mode(setting, device: torch.device, cfg):
+    if setting != "auto":
+        return setting
+    cifar = cfg.model["dataset"] != "imagenet" and cfg.profile == "paper"
+    return "reduce-overhead" if device.type == "cuda" and cifar else False
 
 
 def memory_format(setting, device: torch.device):
@@ -109,6 +115,9 @@ def setup_device(speed) -> tuple[torch.device, int, int]:
         torch.backends.cudnn.benchmark = not speed.deterministic
         torch.backends.cudnn.deterministic = speed.deterministic
         torch.use_deterministic_algorithms(speed.deterministic)
+        # ...without its NaN fill of every torch.empty (~6 kernels per BN layer): every op here writes
+        # all of its output, so the fill changes no result
+        torch.utils.deterministic.fill_uninitialized_memory = not speed.deterministic
         # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means fp32.
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = speed.precision == "tf32"
     if world > 1 and not dist.is_initialized():
