@@ -156,13 +156,38 @@ def test_a_run_that_cannot_fit_its_gpu_is_refused_with_the_fixes(monkeypatch):
     from reproduce.errors import UserError
     from reproduce.training.memory import check_fits
 
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (0, 40 * 2**30))
+    free = {"gib": 39.5}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["gib"] * 2**30, 40 * 2**30))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
-    cfg = run_config(load_params(committed_params()), "in_r200_full_preact")
+    params = load_params(committed_params())
+    cfg = run_config(params, "in_r200_full_preact")
     with pytest.raises(UserError) as e:
         check_fits(cfg, torch.device("cuda", 0), world=1)
     said = str(e.value)
-    assert "in_r200_full_preact needs about" in said and "40 GiB" in said
+    assert "in_r200_full_preact needs about" in said and "36.0 GiB" in said  # 90% of 40
     assert "activation_checkpointing: true" in said and "torchrun --nproc-per-node 2" in said
     check_fits(cfg, torch.device("cuda", 0), world=8)  # 32 images a GPU fit
     check_fits(cfg, torch.device("cpu"), world=1)  # a CPU is not checked
+    deep = run_config(params, "r1001_full_preact")
+    check_fits(deep, torch.device("cuda", 0), world=1)  # ResNet-1001 alone fits 40 GB...
+    with pytest.raises(UserError, match=r"each of the 4 runs sharing it.*launch.runs_per_gpu: 3 or fewer"):
+        check_fits(deep, torch.device("cuda", 0), world=1, sharing=4)  # ...four of them do not
+    free["gib"] = 10  # another program holds the rest
+    with pytest.raises(UserError, match="has 9.4 GiB"):
+        check_fits(deep, torch.device("cuda", 0), world=1)
+
+
+def test_a_runs_memory_counts_what_its_process_keeps_on_the_gpu():
+    """ResNet-110 at the paper's batch: its network's memory, then the CIFAR set as CifarStream keeps it
+    (50,000 padded 40x40 images and their flips, 10,000 test images: 1.9 GB in fp32), cuDNN's
+    workspace and the CUDA context."""
+    from reproduce.training.memory import CUDA_CONTEXT, CUDNN_WORKSPACE, data_bytes, process_bytes, run_bytes
+
+    r110 = dict(dataset="cifar10", depth=110, block="basic", unit="original")
+    assert data_bytes("cifar10", 32, "fp32") == (50000 * 2 * 40 * 40 + 10000 * 32 * 32) * 3 * 4  # 2.04e9
+    assert data_bytes("cifar10", 32, "bf16") * 2 == data_bytes("cifar10", 32, "fp32")
+    assert data_bytes("imagenet", 224, "fp32") == 0
+    network = run_bytes(r110, 128, 32, "fp32")
+    assert 8.07 * 2**20 * 128 < network < 1.2 * 8.07 * 2**20 * 128  # activations, then gradients and weights
+    assert process_bytes(r110, 128, 32, "fp32") == network + data_bytes("cifar10", 32, "fp32") + \
+        CUDNN_WORKSPACE + CUDA_CONTEXT

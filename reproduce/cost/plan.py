@@ -88,7 +88,7 @@ def runs(params):
     from tqdm import tqdm
 
     from ..models import describe
-    from ..training.memory import input_size, run_bytes
+    from ..training.memory import input_size, process_bytes
 
     rows, counts = [], {}
     for name, exp in tqdm(params.all_experiments().items(), desc="counting multiply-adds", leave=False,
@@ -99,7 +99,7 @@ def runs(params):
         if key not in counts:  # forward + backward ≈ 3 forwards, plus checkpointing's recompute; memory
             info = describe(**model)
             counts[key] = (3 * info["multiply_adds"] + info["multiply_adds_recomputed"],
-                           run_bytes(model, p["batch_size"], input_size(cfg), cfg.precision))
+                           process_bytes(model, p["batch_size"], input_size(cfg), cfg.precision))
         per_image, memory = counts[key]
         imagenet = model["dataset"] == "imagenet"
         if imagenet:
@@ -175,7 +175,7 @@ def run(args):
     print(f"{args.params}: profile {params.profile}, {len(rows)} experiments, {'/'.join(map(str, counts))} seeds "
           f"each. Multiply-adds/s: this device {rate / 1e9:,.0f} G ({how}); on {gpu}: "
           + (f"per network from {args.gpu_check}" if exact else f"{peak * 1e12 / 2 * args.efficiency / 1e12:,.0f} T")
-          + ". Hours are per run (one seed); memory: one process training the whole batch.")
+          + ". Hours are per run (one seed); memory: one GPU process training the whole batch (data and CUDA context included).")
     if not exact:
         print("Small CIFAR networks reach far less of a GPU's peak than large ones: `gpu-check` on a GPU measures "
               "each network's rate; pass its JSON as --gpu-check.")

@@ -28,8 +28,9 @@ class Job(submitit.helpers.Checkpointable):
         os.environ.setdefault("TQDM_MININTERVAL", "10")  # a progress line in the log every 10 s, not 10 a second
         if self.ddp:
             # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_* for the training code; each process takes the GPU
-            # of its local rank among those the job was given.
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            # of its local rank among those the job was given. The job's values win over any inherited
+            # (a launch from inside another job or torchrun has RANK and MASTER_PORT set already).
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         run = self.runs[0] if self.ddp else self.runs[env.global_rank]
         record, token = Record(self.root, run.name), self.token[run.name]
         lead = not self.ddp or env.global_rank == 0
@@ -58,6 +59,11 @@ class Job(submitit.helpers.Checkpointable):
         if self.threads and speed.threads == "auto":
             speed = speed.model_copy(update={"threads": self.threads})
         from ..training.loop import train  # torch starts here
+        from ..training.speed import end_process_group
 
         root = Path(self.root)
-        return train(cfg, run.seed, speed, run.out(root), root / "checkpoints", run.curves(root)) or {}
+        try:  # a pack's processes share the GPU: each checks that its share of the memory fits
+            return train(cfg, run.seed, speed, run.out(root), root / "checkpoints", run.curves(root),
+                         sharing=1 if self.ddp else len(self.runs)) or {}
+        finally:
+            end_process_group()

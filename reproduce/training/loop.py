@@ -78,8 +78,9 @@ def first_step(net, eager, model, opt, x, y, images, world, autocast):
 
 
 def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Path = Path("checkpoints"),
-          curves_dir: Path | None = None) -> dict:
-    """One run: metrics.json and model.pt into `out`, DVCLive curves into `curves_dir` (default out/curves)."""
+          curves_dir: Path | None = None, sharing: int = 1) -> dict:
+    """One run: metrics.json and model.pt into `out`, DVCLive curves into `curves_dir` (default out/curves);
+    `sharing`: the runs (this one included) that launch packed onto this process's GPU."""
     out, digest = Path(out), cfg.digest(seed)
     done = out / "metrics.json"
     if done.exists() and load_json(done).get("digest") == digest:
@@ -89,7 +90,7 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     p = cfg.protocol
     torch.manual_seed(seed)
     fmt = knobs.memory_format(speed.channels_last, device)
-    check_fits(cfg, device, world)
+    check_fits(cfg, device, world, sharing)
     model, opt = network(cfg.model, p, cfg.precision, device, fmt, rank, world)
     if rank:  # every process its own random stream (dropout), rank 0 the one a single process has
         torch.manual_seed(seed_for("rank", seed, rank))

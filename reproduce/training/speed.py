@@ -98,6 +98,24 @@ def workers(setting) -> int:
     return max(0, min(8, share - 1))
 
 
+def cuda_settings(precision, deterministic=False):
+    """cuDNN's and cuBLAS's settings for a run of `precision` (training's, and gpu-check's measurements)."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic)
+    # ...without its NaN fill of every torch.empty (~6 kernels per BN layer): every op here writes
+    # all of its output, so the fill changes no result
+    torch.utils.deterministic.fill_uninitialized_memory = not deterministic
+    # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means fp32.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
+def end_process_group():
+    """Leave the process group setup_device joined (NCCL warns at exit about one never destroyed)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def setup_device(speed) -> tuple[torch.device, int, int]:
     """(device, rank, world) of this process, with the speed knobs applied: threads, cuDNN's settings
     (fp32 means no TF32; `deterministic`), and the process group when torchrun started several."""
@@ -112,14 +130,7 @@ def setup_device(speed) -> tuple[torch.device, int, int]:
         if speed.deterministic:  # cuBLAS needs its workspace fixed before its first call
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = not speed.deterministic
-        torch.backends.cudnn.deterministic = speed.deterministic
-        torch.use_deterministic_algorithms(speed.deterministic)
-        # ...without its NaN fill of every torch.empty (~6 kernels per BN layer): every op here writes
-        # all of its output, so the fill changes no result
-        torch.utils.deterministic.fill_uninitialized_memory = not speed.deterministic
-        # cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later: fp32 means fp32.
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = speed.precision == "tf32"
+        cuda_settings(speed.precision, speed.deterministic)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo",
                                 timeout=datetime.timedelta(minutes=speed.collective_timeout_min))

@@ -16,6 +16,7 @@ running it again, and a killed stage, or one rerun because `seeds` grew, then ta
 from there instead of training them again.
 """
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -58,6 +59,10 @@ def run(args):
         from .loop import train  # torch starts here, for runs that train
 
         results[seed] = train(cfg, seed, params.speed, run_dir, Path(args.checkpoint_dir), curve_dir)
+    if "torch" in sys.modules:  # a run trained: leave its process group (torchrun's several processes)
+        from .speed import end_process_group
+
+        end_process_group()
     every_seed = set(seeds) == set(params.seeds_of(args.experiment))
     if results and all(results.values()) and (every_seed or args.metrics):  # {} on a DDP run's other processes
         write_json(Path(args.metrics or f"metrics/{args.experiment}.json"), summary(results))
