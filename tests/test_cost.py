@@ -3,6 +3,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -81,37 +82,31 @@ def test_bench_takes_random_images_over_the_smoke_stand_in(tmp_path):
     assert data == "random" and tuple(x.shape) == (50000, 3, 32, 32) and len(y) == 50000
 
 
-def test_gpu_check_keeps_every_section_when_one_fails_or_runs_out_of_time(tmp_path):
-    """Each section's result or error lands in the JSON as soon as it ends; a timeout or an exception is
-    that section's result, and the sections after the budget is spent say so."""
-    import subprocess as sp
-
+def test_gpu_check_keeps_every_section_when_one_crashes_hangs_or_runs_out_of_memory(tmp_path, monkeypatch, capfd):
+    """Each section runs in a child process of its own session: one that segfaults, one out of memory
+    and one that hangs (with a process of its own) keep the figures they had, the sections after them
+    still run, nothing they started survives, and the last line names the failed sections."""
     from reproduce.cost import gpucheck
 
-    out, seen = tmp_path / "gpu-check.json", []
-
-    def ok(left):
-        seen.append(json.loads(out.read_text()) if out.exists() else {})
-        return {"img_s": 1.0}
-
-    def boom(left):
-        raise RuntimeError("CUDA error: an illegal memory access")
-
-    def slow(left):
-        raise sp.TimeoutExpired(["pytest"], left)
-
-    def spend(left):
-        time.sleep(1.2)
-        return {"done": True}
-
-    record = gpucheck.run_sections({"tests": slow, "sync": boom, "speed": ok, "compile": spend, "packing": ok},
-                                   out, budget_s=1.5, record={"gpu": "test"})
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))
+    out, fake = tmp_path / "gpu-check.json", "gpucheck_sections:"
+    functions = {"tests": fake + "fine", "sync": fake + "crash", "speed": fake + "out_of_memory",
+                 "packing": fake + "hang", "ddp": (fake + "fine", {})}
+    started = time.monotonic()
+    record = gpucheck.run_sections(functions, out, budget_s=120, record={"gpu": "test"}, limits={"packing": 8})
+    assert time.monotonic() - started < 60
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(record))
-    assert saved["tests"]["error"].startswith("timed out") and "illegal memory access" in saved["sync"]["error"]
-    assert seen[0]["sync"]["error"]  # written before the next section started
-    assert saved["speed"]["img_s"] == 1.0 and saved["compile"]["done"] and "budget" in saved["packing"]["skipped"]
-    assert "ddp" not in saved
+    assert saved["tests"]["img_s"] == 1.0 and saved["ddp"]["passed"]
+    assert saved["sync"]["rates"] == [1.0] and saved["sync"]["error"] == "killed by SIGSEGV"
+    assert saved["speed"]["rates"] == [2.0] and saved["speed"]["error"].startswith("OutOfMemoryError")
+    assert saved["packing"]["error"].startswith("timed out after 8 s")
+    pid = saved["packing"]["pid"]
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "\tZ" in Path(f"/proc/{pid}/status").read_text()
+    assert capfd.readouterr().out.strip().splitlines()[-1] == "gpu-check: FAIL (sections sync, speed, packing)"
+    skipped = gpucheck.run_sections({"tests": fake + "fine"}, out, budget_s=0.5, record={})
+    assert "budget" in skipped["tests"]["skipped"]
 
 
 def test_gpu_check_help_lists_its_sections_and_budget():
@@ -141,14 +136,13 @@ def tiny_networks(monkeypatch):
 def test_gpu_check_sections_run_the_training_code_on_any_device(tiny_networks, monkeypatch):
     """On the CPU (no figures that mean anything): the speed section times each network and turns the
     rates into hours per run of params.yaml; the hot-loop section runs BN groups across a process group."""
-    monkeypatch.chdir(REPO)
-    monkeypatch.setattr("reproduce.cost.gpu_sections.load_params", lambda *_: load_params(committed_params()))
-    found = tiny_networks.speed(60, device="cpu", precisions=("fp32",))
+    found, synced = {}, {}
+    assert tiny_networks.speed(60, found, device="cpu", precisions=("fp32",), params=committed_params()) == {}
     assert {r["network"] for r in found["rates"]} == {"resnet8", "imagenet_resnet50"}
-    assert all(r["img_s"] > 0 for r in found["rates"]) and found["study_gpu_hours"] > 0
+    assert all(r["img_s"] > 0 and r["estimate_gib"] > 0 for r in found["rates"]) and found["study_gpu_hours"] > 0
     assert set(found["hours_per_run"]) == set(load_params(committed_params()).experiments)
-    synced = tiny_networks.no_host_sync(60, device="cpu", iterations=2)
-    assert synced["passed"] and "resnet8 (BN across processes, NCCL)" in synced["networks"]
+    assert tiny_networks.no_host_sync(60, synced, device="cpu", iterations=2)["passed"]
+    assert "resnet8 (BN across processes, NCCL)" in synced["networks"]
 
 
 def test_a_run_that_cannot_fit_its_gpu_is_refused_with_the_fixes(monkeypatch):

@@ -1,6 +1,8 @@
-"""The sections of `gpu-check` (cost/gpucheck.py): each a function of the seconds it may take, returning
-what it measured. They run the training code itself (loop.network, train_step, CifarStream, BN over
-groups), on synthetic images: speed does not depend on pixels."""
+"""The sections of `gpu-check` (cost/gpucheck.py): each a function of the seconds it may take and of a dict
+`kept` that it fills as it measures (gpu-check keeps what is in it however the section ends), returning
+the rest. They run the training code itself (loop.network, train_step, CifarStream, BN over groups,
+the cuDNN settings training uses), on synthetic images: speed does not depend on pixels."""
+import datetime
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ from ..data.augment import CifarStream
 from ..models import describe
 from ..training import speed as knobs
 from ..training.loop import network, train_step
+from ..training.memory import run_bytes
 from .plan import runs as planned_runs
 
 PROTOCOL = dict(lr=0.1, momentum=0.9, sgd="caffe", weight_decay=1e-4, weight_decay_bn=True,
@@ -34,6 +37,7 @@ NETWORKS = {
                            32, 32, 224),
 }
 STEPS = 30
+PRECISIONS = ("fp32", "tf32", "bf16")  # the paper's fp32 (training's default) first
 
 
 def _device(device=None):
@@ -43,6 +47,8 @@ def _device(device=None):
 def setup(name, precision, device):
     """Network `name` as a run builds it (BN groups, SGD, layout, precision) and a fixed synthetic batch."""
     spec, batch, bn_batch, size = NETWORKS[name]
+    if device.type == "cuda":
+        knobs.cuda_settings(precision)  # as a run of this precision trains: TF32 only for tf32, autotuning on
     fmt = knobs.memory_format("auto", device)
     model, opt = network(spec, {**PROTOCOL, "batch_size": batch, "bn_batch": bn_batch}, precision, device, fmt)
     x = torch.randn(batch, 3, size, size, device=device, dtype=knobs.images_dtype(precision)).contiguous(memory_format=fmt)
@@ -71,7 +77,8 @@ def seconds_per_step(step, device, steps=None, warmup=3) -> float:
     return start.elapsed_time(end) / 1000 / steps
 
 
-def gpu_tests(left):
+def gpu_tests(left, kept):
+    """pytest -m gpu; the `train` processes its tests start die with this section's process group."""
     if not Path("tests").is_dir():
         return {"skipped": "no tests/ folder here (run gpu-check from the repository root)"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests"], capture_output=True,
@@ -92,7 +99,7 @@ def _hot_loop(model, opt, stream, autocast, device, iterations, batch):
         wrong[it] = (logits.argmax(1) != y).sum()
 
 
-def no_host_sync(left, device=None, iterations=20):
+def no_host_sync(left, kept, device=None, iterations=20):
     """Each CIFAR network's hot loop under torch.cuda.set_sync_debug_mode("error"), fp32; then the first
     (ResNet-110) with its BN groups spanning the processes of a (one-process) NCCL group, the all-reduce path."""
     device, found = _device(device), {}
@@ -117,6 +124,7 @@ def no_host_sync(left, device=None, iterations=20):
         except RuntimeError as e:
             found[key] = f"error: {str(e).splitlines()[0][:300]}"
         finally:
+            kept["networks"] = found
             if device.type == "cuda":
                 torch.cuda.set_sync_debug_mode("default")
             if across and torch.distributed.is_initialized():
@@ -129,41 +137,54 @@ def _one_process_group(model, device):
 
     store = tempfile.mkdtemp(prefix="gpu-check-pg-")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{store}/pg",
-                            rank=0, world_size=1)
+                            rank=0, world_size=1, timeout=datetime.timedelta(seconds=60))  # not NCCL's 10 min
     for m in model.modules():
         if hasattr(m, "process_group"):
             m.groups, m.process_group = 1, dist.group.WORLD
 
 
-def speed(left, device=None, precisions=("fp32", "bf16")):
-    """img/s and peak memory per network and precision; hours of each run of params.yaml at those rates."""
+def speed(left, kept, device=None, precisions=PRECISIONS, params="params.yaml"):
+    """img/s, peak memory and its estimate per network and precision, each kept as it is measured (an
+    OOM loses only its own); then hours of each run of `params` at those rates."""
     device, rates, deadline = _device(device), [], time.monotonic() + left - 10
-    for name in NETWORKS:
-        for precision in precisions:
+    for precision in precisions:
+        for name in NETWORKS:
             if time.monotonic() > deadline:
                 rates.append({"network": name, "precision": precision, "skipped": "time"})
-                continue
-            rates.append(measure(name, precision, device))
-    return {"rates": rates, **study_hours(rates)}
+            else:
+                try:
+                    rates.append(measure(name, precision, device))
+                except torch.OutOfMemoryError as e:
+                    rates.append({"network": name, "precision": precision, "error": f"out of memory: {e}"[:300]})
+                if "error" in rates[-1]:  # (the failed step's tensors are free once its traceback is)
+                    torch.cuda.empty_cache()
+            kept["rates"] = rates
+    kept.update(study_hours(rates, params))
+    return {}
 
 
 def measure(name, precision, device) -> dict:
-    """One network's training rate and peak memory (its tensors are freed on return)."""
+    """One network's training rate, and its peak memory beside training/memory.py's estimate of it (the
+    network's memory, without the data set or the CUDA context: the batch here is synthetic)."""
     spec, batch, _, size = NETWORKS[name]
     model, opt, x, y, autocast = setup(name, precision, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     s = seconds_per_step(lambda: train_step(model, opt, x, y, batch, 1, autocast), device)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"network": name, "spec": spec, "precision": precision, "batch": batch, "img_s": batch / s,
-            "multiply_adds_per_s": 3 * describe(**spec)["multiply_adds"] * (size / describe(**spec)["input_size"]) ** 2
-            * batch / s, "peak_gib": peak}
+    info = describe(**spec)
+    found = {"network": name, "spec": spec, "precision": precision, "batch": batch, "img_s": batch / s,
+             "multiply_adds_per_s": 3 * info["multiply_adds"] * (size / info["input_size"]) ** 2 * batch / s,
+             "estimate_gib": run_bytes(spec, batch, size, precision) / 2**30}
+    if device.type == "cuda":
+        found.update(peak_gib=torch.cuda.max_memory_allocated(device) / 2**30,
+                     reserved_gib=torch.cuda.max_memory_reserved(device) / 2**30)
+    return found
 
 
-def study_hours(rates) -> dict:
+def study_hours(rates, params="params.yaml") -> dict:
     """Hours of each run of params.yaml on one GPU of this kind at the measured rates (ImageNet: the
     rate of a GPU's share, so a run on n GPUs takes 1/n of it), and of the whole study (every seed)."""
-    params = load_params("params.yaml")
+    params = load_params(params)
     rows = planned_runs(params.model_copy(update={"profile": "paper"}))
     by_kind = {}  # a network not measured takes the median multiply-add rate of its data set's kind
     for r in rates:
@@ -178,17 +199,22 @@ def study_hours(rates) -> dict:
     return {"hours_per_run": hours, "study_gpu_hours": sum(h * seeds[n] for n, h in hours.items())}
 
 
-def compiled_speed(left, device=None):
+def compiled_speed(left, kept, device=None, precisions=("fp32", "bf16")):
+    """ResNet-110 as `compile: auto` trains it on a GPU (mode reduce-overhead: CUDA graphs): the first
+    step's seconds (compiling) and img/s, kept as each is known, beside the eager rate."""
     device = _device(device)
-    model, opt, x, y, autocast = setup("resnet110", "bf16", device)
-    net = torch.compile(model, mode="reduce-overhead")
-    t = time.perf_counter()
-    train_step(net, opt, x, y, len(y), 1, autocast)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    compile_s = time.perf_counter() - t
-    s = seconds_per_step(lambda: train_step(net, opt, x, y, len(y), 1, autocast), device)
-    return {"compile_s": compile_s, "img_s": len(y) / s, "precision": "bf16", "mode": "reduce-overhead"}
+    for precision in precisions:
+        model, opt, x, y, autocast = setup("resnet110", precision, device)
+        eager = len(y) / seconds_per_step(lambda: train_step(model, opt, x, y, len(y), 1, autocast), device)
+        net = torch.compile(model, mode="reduce-overhead")
+        t = time.perf_counter()
+        train_step(net, opt, x, y, len(y), 1, autocast)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        kept[precision] = found = {"compile_s": time.perf_counter() - t, "eager_img_s": eager}
+        s = seconds_per_step(lambda: train_step(net, opt, x, y, len(y), 1, autocast), device)
+        kept[precision] = {**found, "img_s": len(y) / s, "speedup": len(y) / s / eager}
+    return {"mode": "reduce-overhead", "network": "resnet110"}
 
 
 def pack_worker(seconds: float, device="cuda"):
@@ -207,16 +233,30 @@ def pack_worker(seconds: float, device="cuda"):
     print(json.dumps({"img_s": steps * len(y) / (time.perf_counter() - t)}))
 
 
-def packing(left, device="cuda", counts=(1, 2, 4)):
+def packing(left, kept, device="cuda", counts=(1, 2, 4)):
     """Several runs on one GPU: small CIFAR networks cannot fill a large GPU on their own."""
     found, seconds = {}, max(2.0, left / len(counts) - 8)
     for k in counts:
         code = f"from reproduce.cost.gpu_sections import pack_worker; pack_worker({seconds}, {device!r})"
-        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(k)]
-        rates = [json.loads(p.communicate(timeout=seconds + 60)[0].strip().splitlines()[-1])["img_s"] for p in procs]
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(k)]
+        try:
+            rates = [_rate(p, seconds + 30) for p in procs]
+        finally:  # one worker failing or late: none of the others keeps the GPU
+            for p in procs:
+                p.kill()
+                p.wait()
         found[str(k)] = {"img_s_total": sum(rates), "img_s_each": rates}
-    best = max(found, key=lambda k: found[k]["img_s_total"])
-    return {"processes": found, "best": int(best)}
+        kept["processes"] = found
+    return {"best": int(max(found, key=lambda k: found[k]["img_s_total"]))}
+
+
+def _rate(worker, timeout) -> float:
+    out, err = worker.communicate(timeout=timeout)
+    lines = out.strip().splitlines()
+    if worker.returncode or not lines:
+        raise RuntimeError(f"a packed worker exited with status {worker.returncode}: {err.strip()[-300:]}")
+    return json.loads(lines[-1])["img_s"]
 
 
 def launcher(nproc: int) -> list:
@@ -224,7 +264,7 @@ def launcher(nproc: int) -> list:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
 
 
-def two_gpus_like_one(left):
+def two_gpus_like_one(left, kept, params="params.yaml"):
     """A tiny run on the digits, trained by one process and by two (NCCL), in fp64."""
     if torch.cuda.device_count() < 2:
         return {"skipped": "one GPU visible"}
@@ -233,7 +273,7 @@ def two_gpus_like_one(left):
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:
-        params = load_params("params.yaml").model_dump(mode="json")
+        params = load_params(params).model_dump(mode="json")
         params["experiments"] = {"tiny": {"dataset": "cifar10", "depth": 8, "block": "basic", "unit": "full_preact"}}
         params["cifar"].update(iterations=40, milestones=[20, 30], warmup_iterations=5, batch_size=32, bn_batch=16,
                                log_every=5, eval_every=20, checkpoint_every=10, eval_batch_size=500,
