@@ -63,3 +63,79 @@ def test_ghost_bn_on_a_short_last_batch_is_per_group_batch_norm(fmt):
                     torch.autograd.grad((by_hand * w).sum(), [x, bn.weight, bn.bias])):
         torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(bn.running_mean, mean), torch.testing.assert_close(bn.running_var, var)
+
+
+TINY = dict(dataset="cifar10", depth=8, block="basic", unit="full_preact")
+TINY_PROTOCOL = {**PROTOCOL, "batch_size": 16, "bn_batch": 8}
+
+
+def test_compile_auto_is_cuda_graphs_for_the_papers_cifar_runs_on_a_gpu_only():
+    from reproduce.config import load_params, run_config
+    from reproduce.training.speed import compile_mode
+
+    from conftest import committed_params
+
+    params = load_params(committed_params())
+    paper, smoke = params.model_copy(update={"profile": "paper"}), params.model_copy(update={"profile": "smoke"})
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert compile_mode("auto", cuda, run_config(paper, "r110_original")) == "reduce-overhead"
+    assert compile_mode("auto", cpu, run_config(paper, "r110_original")) is False
+    assert compile_mode("auto", cuda, run_config(smoke, "r110_original")) is False
+    assert compile_mode("auto", cuda, run_config(paper, "in_r200_full_preact")) is False
+    assert compile_mode("max-autotune", cpu, run_config(paper, "r110_original")) == "max-autotune"
+
+
+def test_the_network_compiles_whole_and_a_compiled_step_is_the_eager_step():
+    """What CUDA graphs need, checked on the CPU: Dynamo traces the training forward (ghost BN and its
+    running statistics included) with no graph break; compiled steps (aot_eager: Dynamo and AOTAutograd,
+    no code generation) give eager's numbers; `batches: continuous` keeps one shape, so no recompile."""
+    from reproduce.data.augment import CifarStream
+
+    torch.manual_seed(0)
+    fmt, cpu = torch.channels_last, torch.device("cpu")
+    eager, eager_opt = network(TINY, TINY_PROTOCOL, "fp32", cpu, fmt)
+    model, opt = network(TINY, TINY_PROTOCOL, "fp32", cpu, fmt)
+    images, labels = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (40,))
+    stream = CifarStream(images, labels, "cifar10", 16, memory_format=fmt, batches="continuous")
+    explained = torch._dynamo.explain(model.train())(stream.batch(0)[0])
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    model.load_state_dict(eager.state_dict())  # (explain ran a forward: BN statistics moved)
+    torch._dynamo.reset()
+    net = torch.compile(model, backend="aot_eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for it in range(6):  # 40 images in batches of 16: two epoch boundaries crossed
+            x, y = stream.batch(it)
+            assert len(y) == 16
+            ours, _ = train_step(net, opt, x, y, 16, 1, nullcontext())
+            theirs, _ = train_step(eager, eager_opt, x, y, 16, 1, nullcontext())
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(model.state_dict().items(), eager.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_network_that_fails_to_compile_trains_eagerly_from_where_it_was(capsys):
+    """The first compiled step fails after its forward moved BN's running statistics and drew random
+    numbers: both are put back, the eager step is taken instead, and one line says why."""
+    from reproduce.training.loop import first_step
+
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    model, opt = network(TINY, TINY_PROTOCOL, "fp32", cpu, torch.contiguous_format)
+    twin, twin_opt = network(TINY, TINY_PROTOCOL, "fp32", cpu, torch.contiguous_format)
+    twin.load_state_dict(model.state_dict())
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+
+    def broken(images):
+        model(images)
+        torch.rand(3)
+        raise RuntimeError("InductorError: no working C++ compiler\nmore detail")
+
+    state = torch.random.get_rng_state()
+    net, (loss, _) = first_step(broken, model, model, opt, x, y, 16, 1, nullcontext())
+    torch.random.set_rng_state(state)
+    expected, _ = train_step(twin, twin_opt, x, y, 16, 1, nullcontext())
+    assert net is model and torch.equal(loss, expected)
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
+        assert torch.equal(a, b)
+    assert capsys.readouterr().out == ("speed.compile: compiling failed (RuntimeError: InductorError: no working "
+                                       "C++ compiler); training eagerly\n")
