@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from conftest import committed_params, make_archive, make_imagenet, run_cli, write_params
+from conftest import N_TEST, committed_params, make_archive, make_imagenet, run_cli, write_params
 from reproduce.config import load_params, run_config
 from reproduce.data import digits
 from reproduce.training.loop import train
@@ -65,6 +65,11 @@ def test_a_run_from_a_generated_archive_through_the_cli(tmp_path):
     c = curves(tmp_path / "curves" / "tiny" / "seed0")
     assert c["train/loss.tsv"].splitlines()[0] == "step\tloss" and len(c["train/loss.tsv"].splitlines()) == 1 + 8
     assert [line.split("\t")[0] for line in c["test/error.tsv"].splitlines()[1:]] == ["20", "40"]
+    # What the verdicts' noise is made of: the images each error was measured on; "early": the first
+    # eighth of training (here iterations 1-5, the first log window).
+    step, loss = c["train/loss.tsv"].splitlines()[1].split("\t")
+    assert m["test_images"] == N_TEST and m["train_loss_early"] == pytest.approx(float(loss))
+    assert int(step) == 5 and m["train_images_early"] == m["train_images"] > 0  # one 5-step window each
     weights = torch.load(run / "model.pt", weights_only=False)
     assert weights["status"] == "finished" and weights["config"]["model"]["depth"] == 8
     assert "it/s" in out.stderr  # the progress bar

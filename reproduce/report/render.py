@@ -58,7 +58,7 @@ def fill_readme(readme: Path, params_path, runs_dir, html):
     """Replace the text between the README's results markers with the claims' verdicts and evidence."""
     from ..config import load_params
     from ..results.runs import collect
-    from ..results.claims import claims
+    from ..results.judge import claims
     from ..results.paper import paper_numbers
 
     text = readme.read_text()

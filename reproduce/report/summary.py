@@ -4,7 +4,7 @@ short fixed text about this paper."""
 import pandas as pd
 from IPython.display import HTML, display
 
-from ..results.claims import claims
+from ..results.judge import claims
 from ..results.stats import DELTA_SDS, LEVEL
 from .study import Study, compute_used
 
@@ -40,8 +40,9 @@ def show_summary(study: Study):
             "implementation that produced its paper number: "
             + "; ".join(f"<code>{r}</code> for {len(n)} experiments" for r, n in recipes.items())
             + f". Seeds: CIFAR {study.params.run_seeds()}, ImageNet one run each (as the paper). Claims: one-sided "
-            f"Mann–Whitney tests over seeds, each at {LEVEL:g}, in both directions; cells: equivalence within "
-            f"{DELTA_SDS:g} binomial sds of the paper's number (two one-sided sign tests). Hardware: {', '.join(devices) or 'nothing ran yet'}. "
+            f"Mann–Whitney tests over seeds at {LEVEL:g}, the contradictions adjusted for each claim's comparisons "
+            f"(Westfall–Young, Holm); cells: equivalence within {DELTA_SDS:g} seed sds of the paper's number (two "
+            "one-sided sign tests), judged only on the paper's test sets with every seed the profile trains. Hardware: {', '.join(devices) or 'nothing ran yet'}. "
             "Compute (device-hours): " + ", ".join(f"{t} {h:.2g} ({n} runs)" for t, n, h in
                                                    zip(compute.table, compute.runs, compute["device-hours"]))
             + "."),

@@ -1,14 +1,18 @@
 """Each cell of the paper's tables beside ours, with its verdict: one row of `reports/results.csv`.
 
 THE cell rule (README, "How the report decides"). Our seeds' median against the paper's number p:
-- **reproduced**: equivalent within a margin δ = DELTA_SDS binomial sds of p on the paper's test set:
+- **reproduced**: equivalent within a margin δ = DELTA_SDS seed sds of the data set (stats.SEED_SD):
   two one-sided sign tests (TOST), each at LEVEL; with 5 seeds every seed must lie within p ± δ;
 - **different**: a sign test shows the median beyond p + δ or below p − δ at LEVEL;
-- **inconclusive**: neither; **not_run**: no finished or diverged run.
+- **inconclusive**: neither, and always when the runs were evaluated on another test set than the
+  paper's (a subset, the smoke profile's digits: their number is not the paper's measurement) or when
+  fewer seeds finished than the profile trains ("too few seeds (k of 5)": one rule for every seed
+  count, never a weaker test for the seeds that happen to be there);
+- **not_run**: no finished or diverged run with this metric.
 Where the paper says **fail**, the same two tests against FAIL_ERROR_PCT: reproduced when the median is
-shown above it (the network fails), different when shown below (it converges). A single run (ImageNet)
-takes the binomial sd as its noise and is tested with z-tests; its reason says so. A diverged seed is
-an error of +inf.
+shown above it (the network fails), different when shown below (it converges). A protocol of one run
+(ImageNet) is tested with z-tests, its noise the binomial sd of its own error on its own images; its
+reason says so. A diverged seed is an error of +inf.
 """
 import math
 
@@ -16,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from .paper import FAIL, dataset_metrics, metric_key, paper_value
-from .runs import compute, seed_errors
-from .stats import (DELTA_SDS, LEVEL, TEST_IMAGES, against_paper, binomial_sd, equivalence, median_above,
-                    median_below, median_interval)
+from .runs import compute, evidence, seed_errors
+from .stats import (LEVEL, TEST_IMAGES, against_paper, binomial_sd, delta, equivalence, median_above, median_below,
+                    median_interval)
 
 # The paper's "fail" made concrete: a network fails when its error is at least 20%: 3× the ResNet-110
 # baseline (6.61%), above every Table 1 variant the paper reports as converging (≤ 12.86%).
@@ -40,22 +44,23 @@ def summarize(errors: np.ndarray) -> dict:
 
 
 def _median(errors) -> float:
-    """The median of a run's errors over seeds, NaN for runs that did not record this metric."""
-    errors = errors[~np.isnan(errors)]
+    """The median of a run's errors over seeds, NaN for none (no run recorded this metric)."""
     return float(np.median(errors)) if len(errors) else math.nan
 
 
-def tests(paper: str, errors, dataset: str) -> dict:
+def tests(paper: str, errors, dataset: str, images, printed=None) -> dict:
     """THE rule's two p-values (module docstring), the margin and the noise of one run it assumed;
-    `errors`: seeds on the last axis (a simulation's studies on the first)."""
-    images = TEST_IMAGES[dataset]
+    `errors`: seeds on the last axis (a simulation's studies on the first), measured on `images`;
+    `printed`: the paper's number (default: `paper`'s; a simulation's draws)."""
+    errors = np.asarray(errors, float)
     if paper == FAIL:
         sd = binomial_sd(FAIL_ERROR_PCT, images)
         return {"p_equivalent": median_above(errors, FAIL_ERROR_PCT, sd),
                 "p_different": median_below(errors, FAIL_ERROR_PCT, sd), "delta": math.nan, "noise_sd": sd}
-    sd = binomial_sd(paper_value(paper), images)
-    p_eq, p_diff = equivalence(errors, paper_value(paper), DELTA_SDS * sd, sd)
-    return {"p_equivalent": p_eq, "p_different": p_diff, "delta": DELTA_SDS * sd, "noise_sd": sd}
+    sd = binomial_sd(np.median(errors, -1), images)  # one run's noise (a single run's own)
+    target = paper_value(paper) if printed is None else printed
+    p_eq, p_diff = equivalence(errors, target, delta(dataset), sd)
+    return {"p_equivalent": p_eq, "p_different": p_diff, "delta": delta(dataset), "noise_sd": sd}
 
 
 def status_of(p_equivalent, p_different):
@@ -64,28 +69,45 @@ def status_of(p_equivalent, p_different):
     return str(s) if s.ndim == 0 else s
 
 
-def verdict(paper: str, errors: np.ndarray, dataset: str) -> dict:
-    """The cell's status with its tests; not_run without a finished or diverged run."""
+def unfit(dataset: str, images: float, errors, planned: int) -> str:
+    """Why these runs cannot be judged against the paper's number, or "" when they can (the test set
+    of diverged runs does not matter: they are +inf)."""
+    if len(errors) < planned:
+        return f"too few seeds ({len(errors)} of {planned})"
+    if np.isfinite(errors).any() and images != TEST_IMAGES[dataset]:
+        return (f"evaluated on {images:,.0f} test images, not the paper's {TEST_IMAGES[dataset]:,}: not the "
+                "paper's measurement" if images == images else "test-set size not recorded")
+    return ""
+
+
+def verdict(paper: str, errors: np.ndarray, dataset: str, images=None, planned=None) -> dict:
+    """The cell's status with its tests and, when it cannot be judged, why (`unfit`); not_run without a
+    finished or diverged run. `images`, `planned`: the paper's test set and as many seeds as ran."""
+    images = TEST_IMAGES[dataset] if images is None else images
     if not len(errors):
         return {"status": "not_run", "p_equivalent": math.nan, "p_different": math.nan, "delta": math.nan,
-                "noise_sd": math.nan}
-    found = tests(paper, errors, dataset)
-    return {"status": status_of(found["p_equivalent"], found["p_different"]), **found}
+                "noise_sd": math.nan, "unfit": ""}
+    found = tests(paper, errors, dataset, images if images == images else TEST_IMAGES[dataset])
+    why = unfit(dataset, images, errors, len(errors) if planned is None else planned)
+    status = "inconclusive" if why else status_of(found["p_equivalent"], found["p_different"])
+    return {"status": status, **found, "unfit": why}
 
 
-def reason(runs: pd.DataFrame, name: str, status: str, summary: dict, sd: float) -> str:
-    """Why a cell is not run, what its diverged seeds did, and the noise a single run was given."""
+def reason(runs: pd.DataFrame, name: str, status: str, summary: dict, judged: dict) -> str:
+    """Why a cell is not run or cannot be judged, what its diverged seeds did, and the noise a single
+    run was given."""
     mine = runs[runs.current & (runs.experiment == name)]
     if status == "not_run":
         said = sorted(set(mine.reason.dropna()))
         return "; ".join(said) if said else f"not trained yet: no finished or diverged run of {name}"
-    parts = []
+    parts = [judged["unfit"]] if judged.get("unfit") else []
     if summary["failed"]:
         first = mine.failed_at.dropna()
         parts.append(f"{summary['failed']} of {summary['runs']} seeds diverged (non-finite training loss"
                      + (f", first at iteration {int(first.min())})" if len(first) else ")"))
     if summary["runs"] == 1:
-        parts.append(f"one run: its noise taken as the test set's binomial sd ({sd:.2f} points)")
+        parts.append(f"one run: its noise taken as the binomial sd of its error on its test images "
+                     f"({judged['noise_sd']:.2f} points)")
     return "; ".join(parts)
 
 
@@ -97,10 +119,11 @@ def command(name, custom=False) -> str:
 def cell_row(runs, name, key, paper: str, dataset: str, paper_mean=math.nan, paper_std=math.nan,
              custom=False) -> dict:
     """One row of results.csv: our summary beside the paper's number, its verdict and its evidence."""
-    errors = seed_errors(runs, [name], key).to_numpy()
+    found, images, planned = evidence(runs, name, key)
+    errors = found.to_numpy()
     summary = summarize(errors)
-    judged = verdict(paper, errors, dataset) if not custom else \
-        {"status": "" if len(errors) else "not_run", "noise_sd": binomial_sd(summary["median"], TEST_IMAGES[dataset])}
+    judged = verdict(paper, errors, dataset, images, planned) if not custom else \
+        {"status": "" if len(errors) else "not_run", "noise_sd": binomial_sd(summary["median"], images)}
     printed = paper_value(paper) if paper not in ("", FAIL) else math.nan
     # Described, not tested: with our runs and the paper's from one distribution, the paper's median of
     # 5 falls outside our 5 seeds' [min, max] one time in six (README).
@@ -110,10 +133,10 @@ def cell_row(runs, name, key, paper: str, dataset: str, paper_mean=math.nan, pap
     return {"experiment": name, "paper": paper, **summary, "paper_in_ci": inside,
             "median_moving": both["moving"], "median_precise": both["precise"],
             "bn_stats_difference": both["precise"] - both["moving"],
-            "difference": summary["median"] - printed, **judged,
+            "difference": summary["median"] - printed, **{k: v for k, v in judged.items() if k != "unfit"},
             "p_vs_paper": against_paper(summary["mean"], summary["std"], summary["runs"] - summary["failed"],
                                         paper_mean, paper_std),
-            "reason": reason(runs, name, judged["status"], summary, judged["noise_sd"]),
+            "reason": reason(runs, name, judged["status"], summary, judged),
             "command": command(name, custom), **compute(runs, [name])}
 
 

@@ -13,15 +13,17 @@ HEADLINE_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "te
 # Each with BN's moving averages and with the after-training statistics (training/final.py); the
 # headline is the recipe's choice of the two.
 METRIC_KEYS = HEADLINE_KEYS + [f"{k}_{v}" for v in ("moving", "precise") for k in HEADLINE_KEYS]
-RUN_COLUMNS = ["experiment", "seed", "status", "current", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
-               "train_loss", "train_error", *METRIC_KEYS, "wall_s", "processes", "device", "precision",
+RUN_COLUMNS = ["experiment", "seed", "status", "current", "planned", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
+               "train_loss", "train_error", "train_images", "train_loss_early", "train_error_early", "train_images_early",
+               *METRIC_KEYS, "test_images", "wall_s", "processes", "device", "precision",
                "iterations", "params", "memory_format", "weights_sha256", "digest", "command"]
 
 
 def collect(runs_dir, params: Params) -> pd.DataFrame:
     """One row per run directory `runs_dir/<experiment>/seed<seed>/`. `current` marks runs of the
     present params.yaml (a seed it lists, the same config digest): a run left over from other params or
-    another profile is listed but never counted."""
+    another profile is listed but never counted. `planned` marks the current runs the profile trains
+    (the smoke profile: `smoke.seeds` only): a cell with fewer results has too few seeds."""
     experiments = params.all_experiments()
     rows = []
     for run in sorted(Path(runs_dir).glob("*/seed*")):
@@ -40,20 +42,33 @@ def collect(runs_dir, params: Params) -> pd.DataFrame:
         rows.append({**metrics, "experiment": experiment, "seed": seed,
                      "command": f"python -m reproduce train --experiment {experiment} --seed {seed}",
                      "current": expected is not None and metrics.get("digest", expected) == expected,
+                     "planned": listed and (params.profile != "smoke" or seed in params.smoke.seeds),
                      "custom": experiment in params.custom,
                      "dataset": experiments[experiment].dataset if experiment in experiments else None})
     runs = pd.DataFrame(rows)
     extra = sorted(set(runs.columns) - set(RUN_COLUMNS))
     counts = {c: "Int64" for c in ("seed", "failed_at", "iterations", "processes", "params")}
-    return runs.reindex(columns=RUN_COLUMNS + extra).astype({"current": bool, "custom": bool, **counts})
+    return runs.reindex(columns=RUN_COLUMNS + extra).astype({"current": bool, "planned": bool, "custom": bool, **counts})
 
 
 def seed_errors(runs: pd.DataFrame, experiments, key: str) -> pd.Series:
     """Final error of each current run of `experiments`, indexed by seed; +inf for a diverged run, which
-    ranks worse than every finished one (in medians, intervals and rank tests alike)."""
+    ranks worse than every finished one (in medians, intervals and rank tests alike). A finished run
+    that did not record `key` (an older version, a metric it does not have) is left out: not run."""
     mine = runs[runs.current & runs.experiment.isin(list(experiments)) & runs.status.isin(["finished", "failed"])]
     errors = mine[key].astype(float).where(mine.status == "finished", np.inf)
-    return pd.Series(errors.to_numpy(), index=mine.seed.to_numpy(dtype=int), dtype=float)
+    kept = errors.notna().to_numpy()
+    return pd.Series(errors.to_numpy()[kept], index=mine.seed.to_numpy(dtype=int)[kept], dtype=float)
+
+
+def evidence(runs: pd.DataFrame, name: str, key: str) -> tuple[pd.Series, int, int]:
+    """(errors over seeds, the fewest images one was measured on, seeds planned) of one experiment's
+    metric `key`. The images: `test_images` for a test error, `train_images` (`_early`) for a training
+    error (the last log window's, or the first eighth's); NaN where the runs did not record it."""
+    mine = runs[runs.current & (runs.experiment == name)]
+    column = "test_images" if key.startswith("test_") else "train_images" + ("_early" if key.endswith("_early") else "")
+    images = mine.loc[mine.status == "finished", column].astype(float) if column in mine else pd.Series(dtype=float)
+    return seed_errors(runs, [name], key), images.min() if len(images) else np.nan, int(mine.planned.sum())
 
 
 def compute(runs: pd.DataFrame, names) -> dict:

@@ -52,6 +52,18 @@ def recorded_errors(final: dict, headline: str) -> dict:
     return {**found, **metric_names(final[headline])}
 
 
+def early_training(history, total: int, batch_size: int) -> dict:
+    """Sec. 4's "at the beginning of training" made concrete: the mean training loss and error over the
+    points logged in the first eighth of training (8k of the paper's 64k iterations, inside the first
+    learning rate, where Figs. 1 and 6 show the curves apart), and the images those steps saw."""
+    points = [(step, v) for step, v in history if "train/loss" in v and step <= total // 8]
+    if not points:
+        return {}
+    return {"train_loss_early": sum(v["train/loss"] for _, v in points) / len(points),
+            "train_error_early": sum(v["train/error"] for _, v in points) / len(points),
+            "train_images_early": points[-1][0] * batch_size}
+
+
 def weights_state(model, buffers: dict, headline: str) -> dict:
     """The network's state dict with the headline BN statistics (what torch.hub users get), and both."""
     state = {**model.state_dict(), **buffers[headline]}

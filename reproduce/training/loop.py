@@ -156,7 +156,8 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
         if not all(map(math.isfinite, window)):
             status, failed_at = "failed", it + 1 - n + next(i for i, v in enumerate(window) if not math.isfinite(v))
             break
-        last.update({"train/loss": sum(window) / n, "train/error": 100.0 * wrong[:n].sum().item() / seen})
+        last.update({"train/loss": sum(window) / n, "train/error": 100.0 * wrong[:n].sum().item() / seen,
+                     "train/images": seen})
         seen = 0
         bar.set_postfix(loss=f"{last['train/loss']:.3f}", lr=f"{lr:g}")
         if curves:
@@ -189,6 +190,8 @@ def train(cfg: RunConfig, seed: int, speed: Speed, out: Path, checkpoint_dir: Pa
     metrics["params"] = sum(q.numel() for q in model.parameters())  # (multiply-adds: `describe`)
     if status == "finished":
         metrics.update(final.metric_names({k: v for k, v in last.items() if k.startswith("train/")}))
+        metrics.update(final.early_training(curves.history, total, p["batch_size"]))
+        metrics["test_images"] = source.test_images  # the noise of its errors (results/stats.py)
         metrics.update(final.recorded_errors(done_at_end["final"], headline))
     weights = final.weights_state(model, done_at_end["bn_buffers"], headline) if status == "finished" else \
         {"model": model.state_dict()}
