@@ -96,27 +96,30 @@ def adjusted(q: np.ndarray, structure: tuple | None) -> np.ndarray:
     return out
 
 
+def compare(c: Compare, found: dict, dataset: dict) -> dict:
+    """One comparison's p and q (arrays over a simulation's studies, or scalars), or why it did not
+    run; `why`: why it cannot decide though it ran."""
+    sides = [(c.a, found.get((c.a, c.key)))] + ([] if c.value is not None else [(c.b, found.get((c.b, c.key)))])
+    missing = [name for name, side in sides if side is None]
+    if missing:
+        return {"c": c, "outcome": "not run", "why": "not run: " + " and ".join(missing)}
+    few = [f"{name} {v.shape[-1]} of {planned}" for name, (v, _, planned) in sides if v.shape[-1] < planned]
+    sds = [noise(v, images, c.key, dataset[name]) for name, (v, images, _) in sides]
+    sd = None if any(v is None for v in sds) else np.hypot(*sds) if len(sds) == 2 else sds[0]
+    (a, images, _), b = sides[0][1], sides[1][1][0] if len(sides) == 2 else None
+    p, q = pvalues(c, a, b, sd, delta(dataset[c.a]))
+    quoted_on = TEST_IMAGES[dataset[c.a]]  # a quoted number was measured on the full test set
+    why = f"too few seeds ({', '.join(few)})" if few else \
+        f"{c.a} evaluated on {images:,.0f} images, not the {quoted_on:,} of {c.b}" \
+        if c.value is not None and images != quoted_on else ""
+    return {"c": c, "a": a, "b": b, "p": p, "q": q, "why": why}
+
+
 def family(claim, found: dict, dataset: dict) -> list[dict]:
-    """Every comparison of `claim` with its p, q, adjusted q and outcome (arrays over a simulation's
-    studies, or scalars), or why it did not run or cannot decide."""
-    judged, tested = [], []
-    for c in claim.comparisons:
-        a, b = found.get((c.a, c.key)), (None, None, None) if c.value is not None else found.get((c.b, c.key))
-        missing = [n for n, s in ((c.a, a), (c.b, b)) if s is None]
-        if missing:
-            judged.append({"c": c, "outcome": "not run", "why": "not run: " + " and ".join(missing)})
-            continue
-        few = [f"{n} {len(s[0]) if s[0].ndim == 1 else s[0].shape[-1]} of {s[2]}" for n, s in ((c.a, a), (c.b, b))
-               if s[0] is not None and s[0].shape[-1] < s[2]]
-        sds = [noise(s[0], s[1], c.key, dataset[n]) for n, s in ((c.a, a), (c.b, b)) if s[0] is not None]
-        sd = None if any(v is None for v in sds) else np.hypot(*sds) if len(sds) == 2 else sds[0]
-        p, q = pvalues(c, a[0], b[0], sd, delta(dataset[c.a]))
-        elsewhere = c.value is not None and a[1] != TEST_IMAGES[dataset[c.a]]  # a number measured on another set
-        why = f"too few seeds ({', '.join(few)})" if few else \
-            f"{c.a} evaluated on {a[1]:,.0f} images, not the {TEST_IMAGES[dataset[c.a]]:,} {c.b} was" if elsewhere else ""
-        judged.append({"c": c, "a": a[0], "b": b[0], "p": p, "q": q, "sd": sd, "why": why})
-        if not why:
-            tested.append(judged[-1])
+    """Every comparison of `claim` (`compare`) with its q adjusted for the comparisons that can decide,
+    and its outcome."""
+    judged = [compare(c, found, dataset) for c in claim.comparisons]
+    tested = [j for j in judged if "p" in j and not j["why"]]
     if tested:
         rank = all(_rank_test(j["c"], j["a"], j["b"]) for j in tested)
         structure = tuple((j["c"].a, j["a"].shape[-1], j["c"].b, j["b"].shape[-1]) for j in tested) if rank else None

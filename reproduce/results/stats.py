@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import stats
 
-LEVEL = 0.05  # each one-sided test's level; a claim's contradictions share it (family-wise, claims.py)
+LEVEL = 0.05  # each one-sided test's level; a claim's contradictions share it (family-wise, judge.py)
 COVERAGE = 0.9  # the narrowest order-statistic interval that still covers the median this often
 PAPER_N = 5  # Table 4's mean ± std: the paper says only "median of 5 runs", so its runs are taken as 5
 TEST_IMAGES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 50_000}  # the paper's test sets
