@@ -22,15 +22,15 @@ NOT_RUN = "not run"
 
 
 def runs_of(errors: dict, key="test_error", images=10_000) -> pd.DataFrame:
-    """Current, planned runs: {experiment: [error per seed, None for a diverged seed, NOT_RUN for a seed
-    the profile trains that has no result yet]}, each evaluated on `images` images."""
-    rows = [{"experiment": e, "seed": s, "current": True, "planned": True,
+    """Current runs: {experiment: [error per seed, None for a diverged seed, NOT_RUN for a seed the
+    profile trains that has no result yet]}, each evaluated on `images` images."""
+    rows = [{"experiment": e, "seed": s, "current": True, "seeds_planned": len(values),
              "status": "failed" if v is None else "not_run" if v is NOT_RUN else "finished",
              "failed_at": 7 if v is None else None, key: None if v is None or v is NOT_RUN else float(v),
              "test_images": images, "train_images": images, "train_images_early": images,
              "wall_s": 1800.0, "processes": 1, "device": "cpu"}
             for e, values in errors.items() for s, v in enumerate(values)]
-    return pd.DataFrame(rows).reindex(columns=RUN_COLUMNS).assign(current=True, planned=True)
+    return pd.DataFrame(rows).reindex(columns=RUN_COLUMNS).assign(current=True)
 
 
 def brute_below(x, y) -> float:

@@ -260,6 +260,11 @@ class Params(Strict):
         """The seeds an experiment records: its own `seeds`, else the study's."""
         return self.all_experiments()[name].seeds or self.seeds
 
+    def planned_seeds(self, name: str) -> list[int]:
+        """The seeds of an experiment this profile trains (the smoke profile: those in `smoke.seeds`)."""
+        seeds = self.seeds_of(name)
+        return [s for s in seeds if s in self.smoke.seeds] if self.profile == "smoke" else seeds
+
     def run_seeds(self) -> list[int]:
         return self.smoke.seeds if self.profile == "smoke" else self.seeds
 

@@ -48,19 +48,19 @@ def _median(errors) -> float:
     return float(np.median(errors)) if len(errors) else math.nan
 
 
-def tests(paper: str, errors, dataset: str, images, printed=None) -> dict:
-    """THE rule's two p-values (module docstring), the margin and the noise of one run it assumed;
-    `errors`: seeds on the last axis (a simulation's studies on the first), measured on `images`;
-    `printed`: the paper's number (default: `paper`'s; a simulation's draws)."""
+def tests(paper: str, errors, dataset: str, images, printed=None, key: str = "") -> dict:
+    """THE rule's two p-values (module docstring), the margin and the noise of one run it assumed; `errors`: seeds on the last axis (a simulation's studies on the first),
+    measured on `images`; `printed`: the paper's number (default: `paper`'s; a simulation's draws);
+    `key`: the metric (ImageNet top-5 has its own seed sd)."""
     errors = np.asarray(errors, float)
+    own = binomial_sd(np.median(errors, -1), images)  # used by single runs only (z-tests)
     if paper == FAIL:
-        sd = binomial_sd(FAIL_ERROR_PCT, images)
-        return {"p_equivalent": median_above(errors, FAIL_ERROR_PCT, sd),
-                "p_different": median_below(errors, FAIL_ERROR_PCT, sd), "delta": math.nan, "noise_sd": sd}
-    sd = binomial_sd(np.median(errors, -1), images)  # one run's noise (a single run's own)
+        return {"p_equivalent": median_above(errors, FAIL_ERROR_PCT, own),
+                "p_different": median_below(errors, FAIL_ERROR_PCT, own), "delta": math.nan, "noise_sd": own}
     target = paper_value(paper) if printed is None else printed
-    p_eq, p_diff = equivalence(errors, target, delta(dataset), sd)
-    return {"p_equivalent": p_eq, "p_different": p_diff, "delta": delta(dataset), "noise_sd": sd}
+    # The printed number is the target as printed; its own noise is what δ leaves room for (README).
+    p_eq, p_diff = equivalence(errors, target, delta(dataset, key), own)
+    return {"p_equivalent": p_eq, "p_different": p_diff, "delta": delta(dataset, key), "noise_sd": own}
 
 
 def status_of(p_equivalent, p_different):
@@ -80,14 +80,14 @@ def unfit(dataset: str, images: float, errors, planned: int) -> str:
     return ""
 
 
-def verdict(paper: str, errors: np.ndarray, dataset: str, images=None, planned=None) -> dict:
+def verdict(paper: str, errors: np.ndarray, dataset: str, images=None, planned=None, key: str = "") -> dict:
     """The cell's status with its tests and, when it cannot be judged, why (`unfit`); not_run without a
     finished or diverged run. `images`, `planned`: the paper's test set and as many seeds as ran."""
     images = TEST_IMAGES[dataset] if images is None else images
     if not len(errors):
         return {"status": "not_run", "p_equivalent": math.nan, "p_different": math.nan, "delta": math.nan,
                 "noise_sd": math.nan, "unfit": ""}
-    found = tests(paper, errors, dataset, images if images == images else TEST_IMAGES[dataset])
+    found = tests(paper, errors, dataset, images if images == images else TEST_IMAGES[dataset], key=key)
     why = unfit(dataset, images, errors, len(errors) if planned is None else planned)
     status = "inconclusive" if why else status_of(found["p_equivalent"], found["p_different"])
     return {"status": status, **found, "unfit": why}
@@ -122,7 +122,7 @@ def cell_row(runs, name, key, paper: str, dataset: str, paper_mean=math.nan, pap
     found, images, planned = evidence(runs, name, key)
     errors = found.to_numpy()
     summary = summarize(errors)
-    judged = verdict(paper, errors, dataset, images, planned) if not custom else \
+    judged = verdict(paper, errors, dataset, images, planned, key) if not custom else \
         {"status": "" if len(errors) else "not_run", "noise_sd": binomial_sd(summary["median"], images)}
     printed = paper_value(paper) if paper not in ("", FAIL) else math.nan
     # Described, not tested: with our runs and the paper's from one distribution, the paper's median of

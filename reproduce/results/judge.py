@@ -84,9 +84,9 @@ def _null_min_q(structure: tuple) -> np.ndarray:
 def adjusted(q: np.ndarray, structure: tuple | None) -> np.ndarray:
     """Each comparison's q adjusted for the family (the last axis): Westfall–Young single-step min-p
     given the `structure` of an all-rank-test claim, else Holm's step-down."""
-    if structure is not None:
+    if structure is not None:  # (count + 1) / (draws + 1), never below q itself: Monte Carlo cannot flatter
         null = _null_min_q(structure)
-        return np.searchsorted(null, q * (1 + 1e-9), side="right") / len(null)
+        return np.maximum(q, (np.searchsorted(null, q * (1 + 1e-9), side="right") + 1) / (len(null) + 1))
     m = q.shape[-1]
     order = np.argsort(q, -1)
     ranked = np.take_along_axis(q, order, -1)
@@ -107,11 +107,11 @@ def compare(c: Compare, found: dict, dataset: dict) -> dict:
     sds = [noise(v, images, c.key, dataset[name]) for name, (v, images, _) in sides]
     sd = None if any(v is None for v in sds) else np.hypot(*sds) if len(sds) == 2 else sds[0]
     (a, images, _), b = sides[0][1], sides[1][1][0] if len(sides) == 2 else None
-    p, q = pvalues(c, a, b, sd, delta(dataset[c.a]))
+    p, q = pvalues(c, a, b, sd, delta(dataset[c.a], c.key))
     quoted_on = TEST_IMAGES[dataset[c.a]]  # a quoted number was measured on the full test set
-    why = f"too few seeds ({', '.join(few)})" if few else \
-        f"{c.a} evaluated on {images:,.0f} images, not the {quoted_on:,} of {c.b}" \
-        if c.value is not None and images != quoted_on else ""
+    why = f"too few seeds ({', '.join(few)})" if few else "" if c.value is None or images == quoted_on else \
+        f"{c.a} evaluated on {images:,.0f} images, not the {quoted_on:,} of {c.b}" if images == images else \
+        f"{c.a}: test-set size not recorded"
     return {"c": c, "a": a, "b": b, "p": p, "q": q, "why": why}
 
 

@@ -2,7 +2,7 @@
 
 Simulated studies, each the paper's protocol in seeds (5 per CIFAR network, 1 per ImageNet network),
 judged by the report's own code (judge.py, cells.py), each network's seeds normal around its true error
-with the data set's seed sd (stats.SEED_SD) times `scale`:
+with the data set's seed sd (stats.SEED_SD; ImageNet top-5 its own) times `scale`:
 - **paper right**: every network's true error is the paper's number (a `fail` network: chance-level
   error, 90%), and the printed number is itself a draw: the median of 5 runs (CIFAR) or one run
   (ImageNet) around it, so a faithful reproduction is judged against a number as noisy as the paper's.
@@ -10,7 +10,7 @@ with the data set's seed sd (stats.SEED_SD) times `scale`:
 - **no effect**: every network of a data set and metric has the same true error (the median of the
   paper's numbers there; training metrics alike): each `below` claim is then false, `close` and
   `not_below` true.
-The README's tables are this command's output (`--studies 1000`, at scale 1 and 1.5).
+The README's tables are this command's output (`--studies 2000`, at scale 1 and 1.5).
 """
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from .cells import FAIL_ERROR_PCT, status_of as cell_status, tests
 from .claims import C10, CLAIMS, TOP1_320
 from .judge import datasets, family, status_of
 from .paper import FAIL, metric_key, paper_numbers, paper_value
-from .stats import PAPER_N, SEED_SD, TEST_IMAGES
+from .stats import PAPER_N, SEED_SD, TEST_IMAGES, seed_sd
 
 CLAIM_STATUSES = ["reproduced", "inconclusive", "contradicted"]
 CELL_STATUSES = ["reproduced", "inconclusive", "different"]
@@ -58,7 +58,7 @@ def simulate(studies: int, scale: float = 1.0, scenario: str = "paper right", se
     report's own tests, run on all studies at once (seeds on the last axis)."""
     paper, rng = paper_numbers(), np.random.default_rng(seed)
     truth = truths(paper, scenario)
-    sd = {key: scale * SEED_SD[d] for key, (_, _, d) in truth.items()}
+    sd = {key: scale * seed_sd(d, key[1]) for key, (_, _, d) in truth.items()}
     errors = {key: rng.normal(v, sd[key], (studies, n)) for key, (v, n, _) in truth.items()}
     found = {key: (v, TEST_IMAGES[truth[key][2]], v.shape[-1]) for key, v in errors.items()}
     dataset = datasets(paper)
@@ -71,7 +71,7 @@ def simulate(studies: int, scale: float = 1.0, scenario: str = "paper right", se
         value, n, _ = truth[key]
         draws = (studies, PAPER_N if n > 1 else 1)  # the paper's own runs: a median of 5, or one run
         printed = None if c.paper == FAIL else np.median(rng.normal(value, sd[key], draws), -1)
-        found_p = tests(c.paper, errors[key], c.dataset, TEST_IMAGES[c.dataset], printed)
+        found_p = tests(c.paper, errors[key], c.dataset, TEST_IMAGES[c.dataset], printed, key[1])
         cell_statuses[f"{c.table}: {c.row} / {c.column} {c.metric}"] = cell_status(found_p["p_equivalent"],
                                                                                    found_p["p_different"])
     return pd.DataFrame(claim_statuses), pd.DataFrame(cell_statuses)

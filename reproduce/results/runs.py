@@ -13,7 +13,7 @@ HEADLINE_KEYS = ["test_error", "test_top1_center224", "test_top5_center224", "te
 # Each with BN's moving averages and with the after-training statistics (training/final.py); the
 # headline is the recipe's choice of the two.
 METRIC_KEYS = HEADLINE_KEYS + [f"{k}_{v}" for v in ("moving", "precise") for k in HEADLINE_KEYS]
-RUN_COLUMNS = ["experiment", "seed", "status", "current", "planned", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
+RUN_COLUMNS = ["experiment", "seed", "status", "current", "seeds_planned", "profile", "recipe", "custom", "dataset", "failed_at", "reason",
                "train_loss", "train_error", "train_images", "train_loss_early", "train_error_early", "train_images_early",
                *METRIC_KEYS, "test_images", "wall_s", "processes", "device", "precision",
                "iterations", "params", "memory_format", "weights_sha256", "digest", "command"]
@@ -22,8 +22,8 @@ RUN_COLUMNS = ["experiment", "seed", "status", "current", "planned", "profile", 
 def collect(runs_dir, params: Params) -> pd.DataFrame:
     """One row per run directory `runs_dir/<experiment>/seed<seed>/`. `current` marks runs of the
     present params.yaml (a seed it lists, the same config digest): a run left over from other params or
-    another profile is listed but never counted. `planned` marks the current runs the profile trains
-    (the smoke profile: `smoke.seeds` only): a cell with fewer results has too few seeds."""
+    another profile is listed but never counted. `seeds_planned`: how many seeds of its experiment the
+    profile trains (the smoke profile: `smoke.seeds` only), started or not: fewer results are too few seeds."""
     experiments = params.all_experiments()
     rows = []
     for run in sorted(Path(runs_dir).glob("*/seed*")):
@@ -42,13 +42,13 @@ def collect(runs_dir, params: Params) -> pd.DataFrame:
         rows.append({**metrics, "experiment": experiment, "seed": seed,
                      "command": f"python -m reproduce train --experiment {experiment} --seed {seed}",
                      "current": expected is not None and metrics.get("digest", expected) == expected,
-                     "planned": listed and (params.profile != "smoke" or seed in params.smoke.seeds),
+                     "seeds_planned": len(params.planned_seeds(experiment)) if experiment in experiments else None,
                      "custom": experiment in params.custom,
                      "dataset": experiments[experiment].dataset if experiment in experiments else None})
     runs = pd.DataFrame(rows)
     extra = sorted(set(runs.columns) - set(RUN_COLUMNS))
-    counts = {c: "Int64" for c in ("seed", "failed_at", "iterations", "processes", "params")}
-    return runs.reindex(columns=RUN_COLUMNS + extra).astype({"current": bool, "planned": bool, "custom": bool, **counts})
+    counts = {c: "Int64" for c in ("seed", "seeds_planned", "failed_at", "iterations", "processes", "params")}
+    return runs.reindex(columns=RUN_COLUMNS + extra).astype({"current": bool, "custom": bool, **counts})
 
 
 def seed_errors(runs: pd.DataFrame, experiments, key: str) -> pd.Series:
@@ -68,7 +68,9 @@ def evidence(runs: pd.DataFrame, name: str, key: str) -> tuple[pd.Series, int, i
     mine = runs[runs.current & (runs.experiment == name)]
     column = "test_images" if key.startswith("test_") else "train_images" + ("_early" if key.endswith("_early") else "")
     images = mine.loc[mine.status == "finished", column].astype(float) if column in mine else pd.Series(dtype=float)
-    return seed_errors(runs, [name], key), images.min() if len(images) else np.nan, int(mine.planned.sum())
+    planned = mine.seeds_planned.dropna()
+    return (seed_errors(runs, [name], key), images.min(skipna=False) if len(images) else np.nan,
+            int(planned.max()) if len(planned) else 0)
 
 
 def compute(runs: pd.DataFrame, names) -> dict:
