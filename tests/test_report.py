@@ -268,6 +268,7 @@ def test_report_html_is_offline_and_complete(study, tmp_path):
                  "dvc repro train@r110_original aggregate", "set data.imagenet.root", "diverged (non-finite"):
         assert text in page, text
     assert "def " not in page and "R.show_table" not in page  # no input cells
+    assert re.search(r"Hardware: [^{]", page)  # the summary's f-strings are filled
 
 
 def test_the_readme_results_section_is_filled_from_the_runs(study, tmp_path):

@@ -42,7 +42,8 @@ def show_summary(study: Study):
             + f". Seeds: CIFAR {study.params.run_seeds()}, ImageNet one run each (as the paper). Claims: one-sided "
             f"Mann–Whitney tests over seeds at {LEVEL:g}, the contradictions adjusted for each claim's comparisons "
             f"(Westfall–Young, Holm); cells: equivalence within {DELTA_SDS:g} seed sds of the paper's number (two "
-            "one-sided sign tests), judged only on the paper's test sets with every seed the profile trains. Hardware: {', '.join(devices) or 'nothing ran yet'}. "
+            "one-sided sign tests), judged only on the paper's test sets with every seed the profile trains. "
+            f"Hardware: {', '.join(devices) or 'nothing ran yet'}. "
             "Compute (device-hours): " + ", ".join(f"{t} {h:.2g} ({n} runs)" for t, n, h in
                                                    zip(compute.table, compute.runs, compute["device-hours"]))
             + "."),
