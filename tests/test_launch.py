@@ -230,10 +230,16 @@ def test_launch_then_dvc_repro_records_every_run_without_training_as_a_plain_rep
     assert run_cli("launch", "--no-repro", cwd=launched).stdout.startswith("0 runs to train (2 finished")
 
 
+def ctrl_c_default():
+    """Ctrl-C reaches the launcher even when pytest runs as a background job, whose shell ignores SIGINT
+    (and a child inherits that: Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_local_jobs_and_the_next_launch_resumes_them(tmp_path):
     root = slow_study(tmp_path, iterations=600)
     launch = subprocess.Popen([sys.executable, "-m", "reproduce", "launch", "--no-repro", "--poll", "0.2"], cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default)
     checkpoint = lambda: next((root / "checkpoints").glob("tiny-seed0-*.pt"), None)  # noqa: E731
     until(lambda: checkpoint() is not None or launch.poll() is not None, "the first checkpoint")
     task = next(p for p in psutil.Process(launch.pid).children(recursive=True)
@@ -254,7 +260,8 @@ def test_ctrl_c_leaves_slurm_jobs_running_and_says_how_to_reattach(tmp_path, fak
     slurm_study(tmp_path)
     (log / "queue").write_text("".join(f"1_{i}|RUNNING\n" for i in range(3)) + "2|PENDING\n")
     launch = subprocess.Popen([sys.executable, "-m", "reproduce", "launch", "--engine", "slurm", "--poll", "0.2"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=ctrl_c_default)
     until(lambda: len(list((tmp_path / "jobs" / "runs").glob("*.job"))) == 4, "the submission")
     launch.send_signal(signal.SIGINT)
     out, err = launch.communicate(timeout=60)
