@@ -211,6 +211,12 @@ def test_ties_on_a_small_test_set_decide_nothing():
     judged_cells = cells[cells.status != "not_run"]
     assert len(judged_cells) > 40 and (judged_cells.status == "inconclusive").all()
     assert judged_cells.reason.str.contains("evaluated on 500 test images, not the paper's").all()
+    # Runs from before the images were recorded (a workspace's old smoke runs): no noise is assumed.
+    old = runs.assign(test_images=None, train_images=None, train_images_early=None)
+    old["test_error"] = [13.0 + 7 * (i % 3) for i in range(len(old))]  # far apart on any test set
+    verdicts = claims(old, paper_numbers())
+    assert (verdicts.supporting == 0).all() and (verdicts.contradicting == 0).all()
+    assert "images not recorded (a run from before they were)" in verdicts.evidence[0]
 
 
 def test_too_few_seeds_and_missing_metrics_are_said_not_tested():

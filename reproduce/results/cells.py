@@ -22,7 +22,7 @@ import pandas as pd
 from .paper import FAIL, dataset_metrics, metric_key, paper_value
 from .runs import compute, evidence, seed_errors
 from .stats import (LEVEL, TEST_IMAGES, against_paper, binomial_sd, delta, equivalence, median_above, median_below,
-                    median_interval)
+                    median_interval, off_test_set)
 
 # The paper's "fail" made concrete: a network fails when its error is at least 20%: 3× the ResNet-110
 # baseline (6.61%), above every Table 1 variant the paper reports as converging (≤ 12.86%).
@@ -74,10 +74,8 @@ def unfit(dataset: str, images: float, errors, planned: int) -> str:
     of diverged runs does not matter: they are +inf)."""
     if len(errors) < planned:
         return f"too few seeds ({len(errors)} of {planned})"
-    if np.isfinite(errors).any() and images != TEST_IMAGES[dataset]:
-        return (f"evaluated on {images:,.0f} test images, not the paper's {TEST_IMAGES[dataset]:,}: not the "
-                "paper's measurement" if images == images else "test-set size not recorded")
-    return ""
+    elsewhere = off_test_set(images, dataset) if np.isfinite(errors).any() else ""
+    return f"{elsewhere}: not the paper's measurement" if elsewhere else ""
 
 
 def verdict(paper: str, errors: np.ndarray, dataset: str, images=None, planned=None, key: str = "") -> dict:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .claims import CLAIMS, Compare
 from .runs import evidence
-from .stats import LEVEL, TEST_IMAGES, below, binomial_sd, delta, median_above, median_below
+from .stats import LEVEL, below, binomial_sd, delta, median_above, median_below, off_test_set
 
 COLUMNS = ["claim", "where", "quote", "status", "comparisons", "ran", "supporting", "contradicting", "max_p",
            "evidence"]
@@ -44,13 +44,12 @@ def evidence_of(runs: pd.DataFrame) -> dict:
     return {ek: (np.asarray(v, float), images, planned) for ek, (v, images, planned) in found.items() if len(v)}
 
 
-def noise(values, images, key: str, dataset: str):
-    """One run's noise sd: the binomial sd of its error on its images (the paper's test set when not
-    recorded); None for a loss."""
-    if "loss" in key:
+def noise(sides, key: str):
+    """The noise sd of one run against one (or against a number): the binomial sds of each side's error
+    on its own images, combined; None for a loss, or a run that did not record its images."""
+    if "loss" in key or any(images != images for _, (_, images, _) in sides):
         return None
-    n = images if images == images else TEST_IMAGES[dataset]
-    return binomial_sd(np.median(values, -1), n)
+    return np.sqrt(sum(binomial_sd(np.median(v, -1), images) ** 2 for _, (v, images, _) in sides))
 
 
 def pvalues(c: Compare, a, b, sd, margin: float):
@@ -104,14 +103,19 @@ def compare(c: Compare, found: dict, dataset: dict) -> dict:
     if missing:
         return {"c": c, "outcome": "not run", "why": "not run: " + " and ".join(missing)}
     few = [f"{name} {v.shape[-1]} of {planned}" for name, (v, _, planned) in sides if v.shape[-1] < planned]
-    sds = [noise(v, images, c.key, dataset[name]) for name, (v, images, _) in sides]
-    sd = None if any(v is None for v in sds) else np.hypot(*sds) if len(sds) == 2 else sds[0]
-    (a, images, _), b = sides[0][1], sides[1][1][0] if len(sides) == 2 else None
-    p, q = pvalues(c, a, b, sd, delta(dataset[c.a], c.key))
-    quoted_on = TEST_IMAGES[dataset[c.a]]  # a quoted number was measured on the full test set
-    why = f"too few seeds ({', '.join(few)})" if few else "" if c.value is None or images == quoted_on else \
-        f"{c.a} evaluated on {images:,.0f} images, not the {quoted_on:,} of {c.b}" if images == images else \
-        f"{c.a}: test-set size not recorded"
+    single = all(v.shape[-1] == 1 for _, (v, _, _) in sides)  # only then is the noise assumed, not seen
+    unrecorded = [name for name, (_, images, _) in sides if images != images]
+    a, images = sides[0][1][:2]
+    b = sides[1][1][0] if len(sides) == 2 else None
+    p, q = pvalues(c, a, b, noise(sides, c.key), delta(dataset[c.a], c.key))
+    if few:
+        why = f"too few seeds ({', '.join(few)})"
+    elif single and unrecorded and "loss" not in c.key:
+        why = f"{' and '.join(unrecorded)}: images not recorded (a run from before they were)"
+    elif c.value is not None and off_test_set(images, dataset[c.a]):  # the quoted number: the full test set
+        why = f"{c.a} {off_test_set(images, dataset[c.a])}"
+    else:
+        why = ""
     return {"c": c, "a": a, "b": b, "p": p, "q": q, "why": why}
 
 

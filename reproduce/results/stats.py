@@ -38,6 +38,15 @@ def delta(dataset: str, key: str = "") -> float:
     return DELTA_SDS * seed_sd(dataset, key)
 
 
+def off_test_set(images, dataset: str) -> str:
+    """Why errors measured on `images` images are not a measurement on the paper's test set of
+    `dataset`, or "" when they are."""
+    if images != images:
+        return "test-set size not recorded (a run from before it was)"
+    full = TEST_IMAGES[dataset]
+    return "" if images == full else f"evaluated on {images:,.0f} test images, not the paper's {full:,}"
+
+
 def _scalar(x):
     """A 0-d result as a float; results over a simulation's rows stay arrays."""
     return float(x) if np.ndim(x) == 0 else x
