@@ -25,7 +25,6 @@ from .stats import PAPER_N, SEED_SD, TEST_IMAGES, seed_sd
 CLAIM_STATUSES = ["reproduced", "inconclusive", "contradicted"]
 CELL_STATUSES = ["reproduced", "inconclusive", "different"]
 CHANCE_PCT = 90.0  # a network that fails to train: chance-level error on CIFAR-10 (above FAIL_ERROR_PCT)
-SCENARIOS = ("paper right", "no effect")
 
 
 def truths(paper: pd.DataFrame, scenario: str) -> dict:
@@ -82,13 +81,16 @@ def rates(statuses: pd.DataFrame, names) -> pd.DataFrame:
     return pd.DataFrame({s: (statuses == s).mean() for s in names})
 
 
-def claim_table(studies: int, scale: float, seed: int = 0) -> pd.DataFrame:
+def shares(right: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
     """Per claim: reproduced / inconclusive / contradicted when the paper is right, and reproduced /
     contradicted with no effect (NaN: a training claim, not simulated when the paper is right)."""
-    right, _ = simulate(studies, scale, "paper right", seed)
-    null, _ = simulate(studies, scale, "no effect", seed)
-    shares = rates(right, CLAIM_STATUSES).add_prefix("paper right: ").reindex(null.columns)
-    return shares.join(rates(null, ["reproduced", "contradicted"]).add_prefix("no effect: "))
+    found = rates(right, CLAIM_STATUSES).add_prefix("paper right: ").reindex(null.columns)
+    return found.join(rates(null, ["reproduced", "contradicted"]).add_prefix("no effect: "))
+
+
+def claim_table(studies: int, scale: float, seed: int = 0) -> pd.DataFrame:
+    """`shares` of `studies` simulated studies a scenario."""
+    return shares(simulate(studies, scale, "paper right", seed)[0], simulate(studies, scale, "no effect", seed)[0])
 
 
 def table(shares: pd.DataFrame) -> str:
@@ -110,11 +112,11 @@ def run(args):
         raise UserError(f"--studies must be at least 1 and --scale above 0 (got {args.studies}, {args.scale})")
     print(f"{args.studies} studies a scenario, seed noise {args.scale:g} × "
           + ", ".join(f"{d} {v:g}" for d, v in SEED_SD.items()) + " points\n")
-    print(table(claim_table(args.studies, args.scale, args.seed)))
-    _, cells = simulate(args.studies, args.scale, "paper right", args.seed)
-    shares = rates(cells, CELL_STATUSES)
-    for name, part in (("CIFAR", shares[~shares.index.str.startswith(("Table 5", "Section 5"))]),
-                       ("ImageNet", shares[shares.index.str.startswith(("Table 5", "Section 5"))])):
+    right, cells = simulate(args.studies, args.scale, "paper right", args.seed)
+    print(table(shares(right, simulate(args.studies, args.scale, "no effect", args.seed)[0])))
+    cell_shares = rates(cells, CELL_STATUSES)
+    imagenet = cell_shares.index.str.startswith(("Table 5", "Section 5"))
+    for name, part in (("CIFAR", cell_shares[~imagenet]), ("ImageNet", cell_shares[imagenet])):
         print(f"\ncells, paper right, {name} ({len(part)}): reproduced {part.reproduced.min():.1%}–"
               f"{part.reproduced.max():.1%} (median {part.reproduced.median():.1%}), "
               f"different at most {part.different.max():.1%}")
